@@ -52,7 +52,8 @@ class DocumentRef(_Frozen):
 
     ``chunk_count`` is how many chunks the chunker produced for this
     generation in all; the writer compares it with what it has written.
-    ``error`` is set, with no chunks, when the chunker gave up on the object.
+    ``error`` is set, with no chunks, when the chunker gave up on the object;
+    ``deleted`` marks the object's deletion (also with no chunks).
     """
 
     bucket: str
@@ -63,6 +64,7 @@ class DocumentRef(_Frozen):
     metadata: dict[str, str] = Field(default_factory=dict)
     chunk_count: int = 0
     error: str | None = None
+    deleted: bool = False
 
     @property
     def document_id(self) -> str:
@@ -118,6 +120,9 @@ class ChunkBatch(_Message):
     SCHEMA: ClassVar[str] = "ragrun.chunk-batch"
 
     chunks: list[Chunk] = Field(default_factory=list)
+
+    def attributes(self) -> dict[str, str]:
+        return {**super().attributes(), "count": str(len(self.chunks))}
 
     def encode(self) -> tuple[bytes, dict[str, str]]:
         return self.model_dump_json().encode(), self.attributes()

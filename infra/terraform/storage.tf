@@ -1,0 +1,37 @@
+resource "google_storage_bucket" "documents" {
+  name                        = var.bucket_name
+  location                    = coalesce(var.bucket_location, var.region)
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = var.bucket_force_destroy
+
+  versioning {
+    enabled = var.bucket_versioning
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# Every new object generation and every deletion becomes a message on the objects topic.
+resource "google_storage_notification" "objects" {
+  bucket         = google_storage_bucket.documents.name
+  payload_format = "JSON_API_V1"
+  topic          = google_pubsub_topic.objects.id
+  event_types    = ["OBJECT_FINALIZE", "OBJECT_DELETE"]
+
+  depends_on = [google_pubsub_topic_iam_member.gcs_publishes_objects]
+}
+
+resource "google_pubsub_topic_iam_member" "gcs_publishes_objects" {
+  topic  = google_pubsub_topic.objects.name
+  role   = "roles/pubsub.publisher"
+  member = local.gcs_agent
+}
+
+resource "google_storage_bucket_iam_member" "uploaders" {
+  for_each = toset(var.bucket_uploaders)
+
+  bucket = google_storage_bucket.documents.name
+  role   = "roles/storage.objectCreator"
+  member = each.value
+}

@@ -1,0 +1,1 @@
+"""The ragrun command-line tool and the local stack it runs."""

@@ -1,0 +1,153 @@
+"""PostgreSQL + pgvector: connection pools and idempotent schema migrations.
+
+The schema lives in its own PostgreSQL schema, ``ragrun``:
+
+- ``documents``: one row per object (bucket, name) with the newest generation
+  seen, the generation queries are served from (``active_generation``: the
+  newest one completely written), its state and chunk counts, and the last error.
+- ``chunks``: one row per chunk id with content, metadata, a generated
+  ``tsvector`` for keyword search and a ``vector(N)`` column with an HNSW
+  cosine index.
+
+Migrations run at start-up under an advisory lock, so several processes can
+start at once; each applies only what ``schema_migrations`` does not list.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from ragrun_common.errors import PermanentError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "ragrun"
+_MIGRATION_LOCK = 0x7261_6772_756E  # "ragrun"
+
+Migration = Callable[[int], sql.Composable]
+
+
+def _m1_tables(dim: int) -> sql.Composable:
+    return sql.SQL(
+        """
+        CREATE TABLE ragrun.documents (
+            document_id       text PRIMARY KEY,
+            bucket            text NOT NULL,
+            name              text NOT NULL,
+            generation        bigint NOT NULL,
+            active_generation bigint,
+            content_type      text,
+            size_bytes        bigint,
+            metadata          jsonb NOT NULL DEFAULT '{{}}',
+            state             text NOT NULL
+                CHECK (state IN ('chunked', 'embedding', 'indexed', 'failed', 'deleted')),
+            chunks_expected   integer NOT NULL DEFAULT 0,
+            chunks_written    integer NOT NULL DEFAULT 0,
+            error             text,
+            created_at        timestamptz NOT NULL DEFAULT now(),
+            updated_at        timestamptz NOT NULL DEFAULT now(),
+            UNIQUE (bucket, name)
+        );
+        CREATE TABLE ragrun.chunks (
+            chunk_id     text PRIMARY KEY,
+            document_id  text NOT NULL REFERENCES ragrun.documents ON DELETE CASCADE,
+            generation   bigint NOT NULL,
+            chunk_index  integer NOT NULL,
+            content      text NOT NULL,
+            tokens       integer NOT NULL,
+            metadata     jsonb NOT NULL DEFAULT '{{}}',
+            model        text NOT NULL,
+            content_tsv  tsvector GENERATED ALWAYS AS (to_tsvector('english', content)) STORED,
+            embedding    vector({dim}) NOT NULL,
+            written_at   timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX chunks_document_generation ON ragrun.chunks (document_id, generation);
+        CREATE INDEX chunks_embedding_hnsw ON ragrun.chunks
+            USING hnsw (embedding vector_cosine_ops);
+        CREATE INDEX chunks_content_tsv ON ragrun.chunks USING gin (content_tsv);
+        """
+    ).format(dim=sql.Literal(dim))
+
+
+MIGRATIONS: list[Migration] = [_m1_tables]
+
+
+class SchemaMismatchError(PermanentError):
+    """The database was created for another embedding dimension."""
+
+
+def migrate(conn: psycopg.Connection[object], dim: int) -> int:
+    """Bring the schema up to date for vectors of ``dim``; return how many migrations ran."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS ragrun.schema_migrations ("
+            " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        row = conn.execute("SELECT coalesce(max(version), 0) FROM ragrun.schema_migrations")
+        current = int(row.fetchone()[0])  # type: ignore[index]
+        for version, migration in enumerate(MIGRATIONS[current:], start=current + 1):
+            conn.execute(migration(dim))
+            conn.execute("INSERT INTO ragrun.schema_migrations (version) VALUES (%s)", (version,))
+            log.info("schema.migrated", extra={"fields": {"version": version, "dim": dim}})
+        stored = vector_dim(conn)
+    if stored != dim:
+        raise SchemaMismatchError(
+            f"the database stores {stored}-dimensional vectors but RAGRUN_EMBEDDING_DIM "
+            f"resolves to {dim}; use a new database or the matching embedding settings"
+        )
+    return len(MIGRATIONS) - current
+
+
+def vector_dim(conn: psycopg.Connection[object]) -> int:
+    """The dimension of ``ragrun.chunks.embedding`` as declared in the catalog."""
+    row = conn.execute(
+        "SELECT atttypmod FROM pg_attribute"
+        " WHERE attrelid = 'ragrun.chunks'::regclass AND attname = 'embedding'"
+    ).fetchone()
+    if row is None:
+        raise SchemaMismatchError("ragrun.chunks has no embedding column")
+    return int(row[0])  # type: ignore[call-overload]
+
+
+def _configure(conn: psycopg.Connection[object]) -> None:
+    register_vector(conn)
+    # Filtered HNSW queries must keep scanning until enough rows pass the filter.
+    conn.execute("SET hnsw.iterative_scan = strict_order")
+    conn.commit()
+
+
+def make_pool(
+    database_url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 4,
+    name: str = "ragrun",
+    open_wait_s: float = 30.0,
+) -> ConnectionPool:
+    """A pool whose connections know the vector type and are checked before use."""
+    pool = ConnectionPool(
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        name=name,
+        configure=_configure,
+        check=ConnectionPool.check_connection,
+        open=False,
+    )
+    pool.open(wait=True, timeout=open_wait_s)
+    return pool
+
+
+def migrate_url(database_url: str, dim: int) -> int:
+    """Connect once and migrate (used at service start-up and by ``ragrun up``)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return migrate(conn, dim)

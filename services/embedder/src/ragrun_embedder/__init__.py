@@ -1,0 +1,1 @@
+"""ragrun embedder: chunk batches in, vector batches out."""

@@ -1,0 +1,3 @@
+from ragrun_embedder.main import main
+
+main()

@@ -1,0 +1,125 @@
+"""Embedder worker: streaming pull on the chunks subscription, publish vector batches.
+
+Outcomes per message: undecodable -> ack and log (a poison message must not
+loop); provider or publish failure worth retrying -> nack (Pub/Sub redelivers,
+then dead-letters); a request the provider rejects for good -> each message is
+retried alone, and the ones that still fail are passed on as failed documents.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+import numpy as np
+from google.cloud import pubsub_v1
+
+from ragrun_common.contracts import ChunkBatch, VectorBatch
+from ragrun_common.embeddings.base import EmbeddingProvider
+from ragrun_common.embeddings.registry import create_provider
+from ragrun_common.errors import ContractError, PermanentError, RetryableError
+from ragrun_common.logs import configure_logging
+from ragrun_common.pubsub import (
+    BatchingSubscriber,
+    Outcome,
+    Received,
+    make_publisher,
+    publish_all,
+)
+from ragrun_embedder.core import embed_batches
+from ragrun_embedder.settings import EmbedderSettings
+
+log = logging.getLogger("ragrun.embedder")
+
+
+@dataclass
+class Embedder:
+    """Turns a gathered list of received messages into published vector batches."""
+
+    settings: EmbedderSettings
+    provider: EmbeddingProvider
+    publisher: pubsub_v1.PublisherClient
+    topic_path: str
+
+    def handle(self, messages: Sequence[Received]) -> list[Outcome]:
+        outcomes = [Outcome.ACK] * len(messages)
+        decoded: list[tuple[int, ChunkBatch]] = []
+        for i, message in enumerate(messages):
+            try:
+                decoded.append((i, ChunkBatch.decode(message.data, message.attributes)))
+            except ContractError as e:
+                log.error(
+                    "embedder.bad_message",
+                    extra={"fields": {"message_id": message.message_id, "error": str(e)}},
+                )
+        if not decoded:
+            return outcomes
+        try:
+            out = self._embed([batch for _, batch in decoded])
+            publish_all(self.publisher, self.topic_path, [vb.encode() for vb in out])
+        except RetryableError as e:
+            log.warning(
+                "embedder.retry",
+                extra={"fields": {"messages": len(decoded), "error": str(e)}},
+            )
+            for i, _ in decoded:
+                outcomes[i] = Outcome.NACK
+            return outcomes
+        chunks = sum(len(vb.chunks) for vb in out)
+        log.info("embedder.published", extra={"fields": {"batches": len(out), "chunks": chunks}})
+        return outcomes
+
+    def _embed(self, batches: list[ChunkBatch]) -> list[VectorBatch]:
+        try:
+            return embed_batches(batches, self.provider, self.settings.batch_limits)
+        except PermanentError as e:
+            if len(batches) == 1:
+                return [self._failed(batches[0], e)]
+            # Find the batch the provider rejects; the others go through.
+            return [vb for batch in batches for vb in self._embed([batch])]
+
+    def _failed(self, batch: ChunkBatch, error: PermanentError) -> VectorBatch:
+        """The document's failure, passed on so the writer records it."""
+        log.error(
+            "embedder.rejected",
+            extra={"labels": batch.document.labels(), "fields": {"error": str(error)}},
+        )
+        document = batch.document.model_copy(update={"error": f"embedding rejected: {error}"})
+        empty = np.zeros((0, self.provider.dim), dtype=np.float32)
+        return VectorBatch(document=document, chunks=[], model=self.provider.name, vectors=empty)
+
+
+def main() -> None:
+    settings = EmbedderSettings()
+    configure_logging("embedder", settings.log_level)
+    provider = create_provider(settings)
+    publisher = make_publisher()
+    embedder = Embedder(
+        settings=settings,
+        provider=provider,
+        publisher=publisher,
+        topic_path=publisher.topic_path(settings.project, settings.vectors_topic),
+    )
+    subscriber = pubsub_v1.SubscriberClient()
+    worker = BatchingSubscriber(
+        subscription_path=subscriber.subscription_path(
+            settings.project, settings.embedder_subscription
+        ),
+        handler=embedder.handle,
+        max_messages=settings.max_messages,
+        max_items=settings.batch_max_texts * settings.gather_requests,
+        max_latency_s=settings.max_latency_ms / 1000,
+        weight=lambda m: int(m.attributes.get("count", "1") or 1),
+        flow_max_messages=settings.flow_max_messages,
+    )
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("embedder.stopping", extra={"fields": {"signal": signum}})
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    worker.run(subscriber)

@@ -1,0 +1,3 @@
+from ragrun_query.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""ragrun writer: vector batches in, rows in PostgreSQL + pgvector out."""

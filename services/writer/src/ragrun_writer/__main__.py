@@ -1,0 +1,3 @@
+from ragrun_writer.main import main
+
+main()

@@ -1,0 +1,120 @@
+"""Writer worker: streaming pull on the vectors subscription, COPY into PostgreSQL.
+
+Messages are acked only after the transaction holding their rows commits.
+Undecodable messages are acked and logged; a lost database connection nacks
+the flush (Pub/Sub redelivers); any other database error splits the flush so
+one bad message cannot hold back the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+import psycopg
+from google.cloud import pubsub_v1
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ragrun_common.contracts import VectorBatch
+from ragrun_common.db import make_pool, migrate_url
+from ragrun_common.errors import ContractError
+from ragrun_common.logs import configure_logging
+from ragrun_common.pubsub import BatchingSubscriber, Outcome, Received
+from ragrun_writer.plan import plan_flush
+from ragrun_writer.settings import WriterSettings
+from ragrun_writer.store import write_flush
+
+log = logging.getLogger("ragrun.writer")
+
+
+@dataclass
+class Writer:
+    pool: ConnectionPool
+    dim: int
+
+    def decode(self, message: Received) -> VectorBatch:
+        batch = VectorBatch.decode(message.data, message.attributes)
+        if batch.chunks and batch.dim != self.dim:
+            raise ContractError(f"vectors have {batch.dim} dimensions, the index {self.dim}")
+        return batch
+
+    def handle(self, messages: Sequence[Received]) -> list[Outcome]:
+        outcomes = [Outcome.ACK] * len(messages)
+        decoded: list[tuple[int, VectorBatch]] = []
+        for i, message in enumerate(messages):
+            try:
+                decoded.append((i, self.decode(message)))
+            except ContractError as e:
+                log.error(
+                    "writer.bad_message",
+                    extra={"fields": {"message_id": message.message_id, "error": str(e)}},
+                )
+        for i, outcome in self._write(decoded):
+            outcomes[i] = outcome
+        return outcomes
+
+    def _write(self, decoded: list[tuple[int, VectorBatch]]) -> list[tuple[int, Outcome]]:
+        if not decoded:
+            return []
+        try:
+            with self.pool.connection() as conn:
+                result = write_flush(conn, plan_flush([batch for _, batch in decoded]))
+        except (psycopg.OperationalError, PoolTimeout) as e:
+            log.warning("writer.retry", extra={"fields": {"error": str(e)}})
+            return [(i, Outcome.NACK) for i, _ in decoded]
+        except psycopg.Error as e:
+            if len(decoded) == 1:
+                log.error(
+                    "writer.batch_failed",
+                    extra={"labels": decoded[0][1].document.labels(), "fields": {"error": str(e)}},
+                )
+                return [(decoded[0][0], Outcome.NACK)]
+            return [pair for item in decoded for pair in self._write([item])]
+        log.info(
+            "writer.flushed",
+            extra={
+                "fields": {
+                    "messages": len(decoded),
+                    "rows": result.rows_loaded,
+                    "documents": result.documents,
+                    "stale": result.stale,
+                    "indexed": len(result.indexed),
+                }
+            },
+        )
+        return [(i, Outcome.ACK) for i, _ in decoded]
+
+
+def main() -> None:
+    settings = WriterSettings()
+    configure_logging("writer", settings.log_level)
+    dim = settings.embedding.dim
+    migrate_url(settings.database_url, dim)
+    pool = make_pool(settings.database_url, max_size=2, name="writer")
+    writer = Writer(pool=pool, dim=dim)
+    subscriber = pubsub_v1.SubscriberClient()
+    worker = BatchingSubscriber(
+        subscription_path=subscriber.subscription_path(
+            settings.project, settings.writer_subscription
+        ),
+        handler=writer.handle,
+        max_messages=settings.max_messages,
+        max_items=settings.max_rows,
+        max_latency_s=settings.max_latency_ms / 1000,
+        weight=lambda m: int(m.attributes.get("count", "1") or 1),
+        flow_max_messages=settings.flow_max_messages,
+    )
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("writer.stopping", extra={"fields": {"signal": signum}})
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        worker.run(subscriber)
+    finally:
+        pool.close()
