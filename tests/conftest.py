@@ -1,0 +1,82 @@
+"""Integration fixtures: the whole local stack, started as ``ragrun up`` starts it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.cloud import storage
+
+from ragrun_cli.stack import LocalStack, StackConfig
+from ragrun_common.gcs import storage_client
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+
+
+class Stack:
+    """A running local stack plus the conveniences tests need."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        self.local = stack
+        self.env = stack.env()
+        self.query_url = stack.query_url
+
+    def bucket(self) -> storage.Bucket:
+        return storage_client(self.env["GOOGLE_CLOUD_PROJECT"]).bucket(self.env["RAGRUN_BUCKET"])
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the real ``ragrun`` command against this stack."""
+        return subprocess.run(
+            [sys.executable, "-m", "ragrun_cli.main", *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=check,
+        )
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        rows = json.loads(self.cli("status", "--json").stdout)
+        return {row["document"]: row for row in rows}
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` until true; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def stack(pubsub_emulator_available: None) -> Iterator[Stack]:
+    """The four services on the emulators and PostgreSQL, with the real local model."""
+    home = Path(tempfile.mkdtemp(prefix="ragrun-test-stack-"))
+    local = LocalStack(StackConfig(home=home, embeddings="local", bucket="e2e-docs"))
+    saved = dict(os.environ)
+    local.start()
+    os.environ.update({k: v for k, v in local.env().items()})
+    try:
+        yield Stack(local)
+    finally:
+        local.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+        if local.postgres is not None:
+            shutil.rmtree(local.postgres.data_dir, ignore_errors=True)
+        logs = home / "logs"
+        if os.environ.get("RAGRUN_KEEP_LOGS") or not logs.exists():
+            return
+        shutil.rmtree(home, ignore_errors=True)
