@@ -67,7 +67,7 @@ def stack(pubsub_emulator_available: None) -> Iterator[Stack]:
     local = LocalStack(StackConfig(home=home, embeddings="local", bucket="e2e-docs"))
     saved = dict(os.environ)
     local.start()
-    os.environ.update({k: v for k, v in local.env().items()})
+    os.environ.update(dict(local.env().items()))
     try:
         yield Stack(local)
     finally:
@@ -76,7 +76,5 @@ def stack(pubsub_emulator_available: None) -> Iterator[Stack]:
         os.environ.update(saved)
         if local.postgres is not None:
             shutil.rmtree(local.postgres.data_dir, ignore_errors=True)
-        logs = home / "logs"
-        if os.environ.get("RAGRUN_KEEP_LOGS") or not logs.exists():
-            return
-        shutil.rmtree(home, ignore_errors=True)
+        if not os.environ.get("RAGRUN_KEEP_LOGS"):
+            shutil.rmtree(home, ignore_errors=True)

@@ -25,6 +25,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices, AliasPath
 from pydantic_settings import BaseSettings
+
 from ragrun_common.settings import CommonSettings
 
 ROOT = Path(__file__).resolve().parents[1]

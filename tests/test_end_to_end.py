@@ -79,7 +79,7 @@ def test_every_chunk_is_stored_exactly_once(stack: Stack, indexed: dict[str, str
         assert count == distinct == expected, (name, expected, count, distinct)
         assert (low, high) == (0, expected - 1), name
     # The 14-page paper must be split into many chunks spanning its pages.
-    assert dict((n, e) for n, e, *_ in docs)["papers/01-valid.pdf"] > 20
+    assert {n: e for n, e, *_ in docs}["papers/01-valid.pdf"] > 20
 
 
 @pytest.mark.parametrize("name", sorted(QUESTIONS))

@@ -160,8 +160,9 @@ resource "google_cloud_run_v2_worker_pool" "worker" {
   deletion_protection = var.deletion_protection
   launch_stage        = var.worker_pool_launch_stage
 
+  # The Worker Pools API scales by instance count only (the provider's scaling_mode
+  # and min/max fields are not part of it).
   scaling {
-    scaling_mode          = "MANUAL"
     manual_instance_count = each.value.instances
   }
 

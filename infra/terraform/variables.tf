@@ -151,12 +151,14 @@ variable "retry_maximum_backoff" {
 variable "worker_runtime" {
   description = <<-EOT
     How the embedder and writer (Pub/Sub streaming-pull workers) run:
-    "service" = Cloud Run services with CPU always allocated and min instances >= 1
-    (a Cloud Run service must answer on $PORT before a revision is ready);
-    "worker_pool" = Cloud Run worker pools (no port, no ingress, manual scaling).
+    "worker_pool" = Cloud Run worker pools: no port, no ingress, a fixed number of
+    always-on instances. The default, because the workers serve no HTTP port.
+    "service" = Cloud Run services with CPU always allocated and min instances >= 1.
+    A service's revision only becomes ready once its container answers on $PORT,
+    so choose it only for worker images that serve a health port.
   EOT
   type        = string
-  default     = "service"
+  default     = "worker_pool"
 
   validation {
     condition     = contains(["service", "worker_pool"], var.worker_runtime)

@@ -101,7 +101,9 @@ def test_similar_texts_score_higher_than_unrelated(embedder: VertexEmbedder) -> 
     assert scores[0] > scores[2] + 0.2
 
 
-@pytest.mark.parametrize(("texts", "method"), [(TEXTS, "batchEmbedContents"), (TEXTS[:1], "embedContent")])
+@pytest.mark.parametrize(
+    ("texts", "method"), [(TEXTS, "batchEmbedContents"), (TEXTS[:1], "embedContent")]
+)
 def test_gemini_embedding_001(stub: VertexStub, texts: list[str], method: str) -> None:
     provider = make_embedder(stub, model="gemini-embedding-001", dim=768)
     try:

@@ -3,6 +3,7 @@
 import random
 
 import pytest
+
 from ragrun_chunker.chunking import ChunkingConfig, TextChunk, chunk
 from ragrun_chunker.extract import ExtractedDocument, Section, extract
 from ragrun_common.tokens import count_tokens

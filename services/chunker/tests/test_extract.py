@@ -4,6 +4,7 @@ import io
 
 import pytest
 from pypdf import PdfReader, PdfWriter
+
 from ragrun_chunker.extract import (
     ExtractedDocument,
     ExtractionError,

@@ -1,15 +1,16 @@
 """Fixtures: a throwaway PostgreSQL database with a small, known corpus.
 
-The server comes from ``RAGRUN_TEST_DATABASE_URL``; without it the database
-tests fail rather than skip, since a missing database is a broken setup.
+The server is the session's embedded PostgreSQL (root conftest ``postgres_server``);
+if it cannot start, the database tests fail. One database serves the whole
+session: the tests only read.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
@@ -21,6 +22,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from ragrun_cli.components import Postgres
 from ragrun_common.contracts import chunk_id, document_id
 from ragrun_common.db import make_pool, migrate
 from ragrun_common.embeddings.base import Task
@@ -110,14 +112,15 @@ def corpus() -> Corpus:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
+def pg_server_url(postgres_server: Postgres) -> str:
+    """The session's PostgreSQL + pgvector server (any database on it)."""
+    return postgres_server.admin_url()
+
+
+@pytest.fixture(scope="session")
+def query_database_url(pg_server_url: str) -> Iterator[str]:
     """A fresh database on the test server, dropped at the end of the session."""
-    server_url = os.environ.get("RAGRUN_TEST_DATABASE_URL")
-    if not server_url:
-        pytest.fail(
-            "RAGRUN_TEST_DATABASE_URL is not set; the query tests need PostgreSQL with pgvector",
-            pytrace=False,
-        )
+    server_url = pg_server_url
     name = f"query_test_{secrets.token_hex(6)}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -174,13 +177,13 @@ def _seed(conn: psycopg.Connection[object]) -> None:
 
 
 @pytest.fixture(scope="session")
-def seeded_url(database_url: str) -> str:
+def seeded_url(query_database_url: str) -> str:
     """The test database, migrated for 384 dimensions and holding :data:`CORPUS`."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with psycopg.connect(query_database_url, autocommit=True) as conn:
         migrate(conn, DIM)
         register_vector(conn)
         _seed(conn)
-    return database_url
+    return query_database_url
 
 
 @pytest.fixture(scope="session")
@@ -200,7 +203,7 @@ def make_settings(seeded_url: str) -> SettingsFactory:
     """Settings for the test database with the documented defaults, plus ``overrides``."""
 
     def make(**overrides: object) -> QuerySettings:
-        values: dict[str, object] = {
+        values: dict[str, Any] = {
             "database_url": seeded_url,
             "embeddings": "hash",
             "default_k": 10,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from ragrun_common.embeddings.hashing import HashEmbedder
 from ragrun_common.errors import PermanentError, RetryableError
 from ragrun_query.main import app_from_env, create_app, gunicorn_argv
 from ragrun_query.search import QueryRequest, search
+from ragrun_query.settings import QuerySettings
 
 DIM = 384
 
@@ -181,6 +183,20 @@ def test_body_at_the_limit_is_read(make_settings: Any, pool: ConnectionPool) -> 
     assert response.status_code == 413
 
 
+@pytest.mark.parametrize("extra", [0, 1, 10_000])
+def test_chunked_body_is_limited_too(make_settings: Any, pool: ConnectionPool, extra: int) -> None:
+    body = json.dumps({"query": "PostgreSQL", "k": 1}).encode()
+    settings = make_settings(max_body_bytes=len(body))
+    client = create_app(settings, pool=pool, provider=HashEmbedder(DIM)).test_client()
+    # No Content-Length: the body ends where the stream does, as with chunked encoding.
+    response = client.post(
+        "/v1/query",
+        input_stream=io.BytesIO(body + b" " * extra),
+        content_type="application/json",
+    )
+    assert response.status_code == (200 if extra == 0 else 413)
+
+
 def test_healthz(client: FlaskClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
@@ -276,7 +292,7 @@ def test_search_accepts_float64_vectors(seeded_url: str, corpus: Any) -> None:
     with psycopg.connect(seeded_url) as conn:
         register_vector(conn)
         vector = HashEmbedder(DIM).embed(["autovacuum bloat"], Task.QUERY)[0].astype(np.float64)
-        results = search(conn, vector, QueryRequest(query="q", k=1), ef_search=40)  # type: ignore[arg-type]
+        results = search(conn, vector, QueryRequest(query="q", k=1), ef_search=40)
     assert f"gs://{results[0].bucket}/{results[0].name}" == corpus.postgres.uri
 
 
@@ -299,8 +315,8 @@ def test_app_from_env(seeded_url: str, monkeypatch: pytest.MonkeyPatch, corpus: 
     assert body["results"][0]["document"] == corpus.pubsub.uri
 
 
-def test_gunicorn_argv(make_settings: Any) -> None:
-    argv = gunicorn_argv(make_settings(host="::", port=9000))
+def test_gunicorn_argv() -> None:
+    argv = gunicorn_argv(QuerySettings.model_validate({"host": "::", "port": 9000}))
     assert argv[1:3] == ["-m", "gunicorn"]
     assert argv[argv.index("--bind") + 1] == "[::]:9000"
     assert argv[argv.index("--threads") + 1] == "8"

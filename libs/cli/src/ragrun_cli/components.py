@@ -180,15 +180,24 @@ class FakeGcs:
         self.proc = subprocess.Popen(
             [
                 str(fake_gcs_binary()),
-                "-scheme", "http",
-                "-host", "127.0.0.1",
-                "-port", str(self.port),
-                "-external-url", self.url,
-                "-backend", "filesystem",
-                "-filesystem-root", str(root),
-                "-event.pubsub-project-id", self.project,
-                "-event.pubsub-topic", self.topic,
-                "-event.list", "finalize,delete,metadataUpdate",
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(self.port),
+                "-external-url",
+                self.url,
+                "-backend",
+                "filesystem",
+                "-filesystem-root",
+                str(root),
+                "-event.pubsub-project-id",
+                self.project,
+                "-event.pubsub-topic",
+                self.topic,
+                "-event.list",
+                "finalize,delete,metadataUpdate",
             ],  # fmt: skip
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -196,7 +205,10 @@ class FakeGcs:
             start_new_session=True,
         )
         wait_until(
-            http_ok(f"{self.url}/storage/v1/b"), timeout_s=30, what="fake-gcs-server", proc=self.proc
+            http_ok(f"{self.url}/storage/v1/b"),
+            timeout_s=30,
+            what="fake-gcs-server",
+            proc=self.proc,
         )
 
     def stop(self) -> None:
@@ -263,8 +275,17 @@ class Postgres:
         pgdata = self.data_dir / "pgdata"
         if not (pgdata / "PG_VERSION").exists():
             done = self._run(
-                [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres",
-                 "--auth=trust", "-E", "UTF8", "--no-instructions"]  # fmt: skip
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                ]  # fmt: skip
             )
             if done.returncode != 0:
                 raise ComponentError(f"initdb failed: {done.stderr.strip()}")
@@ -275,8 +296,19 @@ class Postgres:
             "-c fsync=on -c synchronous_commit=on"
         )
         done = self._run(
-            [str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-o", options, "-l", str(log_file),
-             "-w", "-t", "60", "start"]  # fmt: skip
+            [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(pgdata),
+                "-o",
+                options,
+                "-l",
+                str(log_file),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]  # fmt: skip
         )
         if done.returncode != 0:
             tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""

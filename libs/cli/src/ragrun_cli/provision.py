@@ -7,6 +7,7 @@ the same names and policies.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -35,13 +36,11 @@ def dead_letter_name(subscription: str) -> str:
 
 
 def _ensure_topic(publisher: pubsub_v1.PublisherClient, project: str, name: str) -> str:
-    path = publisher.topic_path(project, name)
-    try:
+    path: str = publisher.topic_path(project, name)
+    with contextlib.suppress(gexc.AlreadyExists):
         publisher.create_topic(
             request={"name": path, "message_retention_duration": {"seconds": 7 * 24 * 3600}}
         )
-    except gexc.AlreadyExists:
-        pass
     return path
 
 
@@ -58,12 +57,10 @@ def _ensure_subscription(
 ) -> None:
     dead_topic = _ensure_topic(publisher, project, dead_letter_name(name))
     dead_sub = subscriber.subscription_path(project, dead_letter_name(name))
-    try:
+    with contextlib.suppress(gexc.AlreadyExists):
         subscriber.create_subscription(
             request={"name": dead_sub, "topic": dead_topic, "retain_acked_messages": False}
         )
-    except gexc.AlreadyExists:
-        pass
     request: dict[str, object] = {
         "name": subscriber.subscription_path(project, name),
         "topic": publisher.topic_path(project, topic),
@@ -124,7 +121,5 @@ def provision(
         subscriber.close()
     if create_bucket:
         client = storage_client(project)
-        try:
+        with contextlib.suppress(gexc.Conflict):
             client.create_bucket(settings.bucket)
-        except gexc.Conflict:
-            pass

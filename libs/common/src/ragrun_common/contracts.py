@@ -146,7 +146,7 @@ class VectorBatch(_Message):
     model: str
     vectors: Vectors = Field(exclude=True)
 
-    def model_post_init(self, context: Any, /) -> None:
+    def model_post_init(self, context: Any, /) -> None:  # noqa: ARG002 - pydantic hook
         if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.chunks):
             raise ContractError(
                 f"{len(self.chunks)} chunks need a ({len(self.chunks)}, dim) vector array, "

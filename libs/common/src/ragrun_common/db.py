@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from typing import Any
+
 import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
@@ -30,10 +32,10 @@ log = logging.getLogger(__name__)
 SCHEMA = "ragrun"
 _MIGRATION_LOCK = 0x7261_6772_756E  # "ragrun"
 
-Migration = Callable[[int], sql.Composable]
+Migration = Callable[[int], sql.Composed]
 
 
-def _m1_tables(dim: int) -> sql.Composable:
+def _m1_tables(dim: int) -> sql.Composed:
     return sql.SQL(
         """
         CREATE TABLE ragrun.documents (
@@ -82,7 +84,7 @@ class SchemaMismatchError(PermanentError):
     """The database was created for another embedding dimension."""
 
 
-def migrate(conn: psycopg.Connection[object], dim: int) -> int:
+def migrate(conn: psycopg.Connection[Any], dim: int) -> int:
     """Bring the schema up to date for vectors of ``dim``; return how many migrations ran."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
@@ -92,8 +94,10 @@ def migrate(conn: psycopg.Connection[object], dim: int) -> int:
             "CREATE TABLE IF NOT EXISTS ragrun.schema_migrations ("
             " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        row = conn.execute("SELECT coalesce(max(version), 0) FROM ragrun.schema_migrations")
-        current = int(row.fetchone()[0])  # type: ignore[index]
+        row = conn.execute(
+            "SELECT coalesce(max(version), 0) FROM ragrun.schema_migrations"
+        ).fetchone()
+        current = int(row[0]) if row else 0
         for version, migration in enumerate(MIGRATIONS[current:], start=current + 1):
             conn.execute(migration(dim))
             conn.execute("INSERT INTO ragrun.schema_migrations (version) VALUES (%s)", (version,))
@@ -107,7 +111,7 @@ def migrate(conn: psycopg.Connection[object], dim: int) -> int:
     return len(MIGRATIONS) - current
 
 
-def vector_dim(conn: psycopg.Connection[object]) -> int:
+def vector_dim(conn: psycopg.Connection[Any]) -> int:
     """The dimension of ``ragrun.chunks.embedding`` as declared in the catalog."""
     row = conn.execute(
         "SELECT atttypmod FROM pg_attribute"
@@ -115,10 +119,10 @@ def vector_dim(conn: psycopg.Connection[object]) -> int:
     ).fetchone()
     if row is None:
         raise SchemaMismatchError("ragrun.chunks has no embedding column")
-    return int(row[0])  # type: ignore[call-overload]
+    return int(row[0])
 
 
-def _configure(conn: psycopg.Connection[object]) -> None:
+def _configure(conn: psycopg.Connection[Any]) -> None:
     register_vector(conn)
     # Filtered HNSW queries must keep scanning until enough rows pass the filter.
     conn.execute("SET hnsw.iterative_scan = strict_order")
@@ -132,9 +136,9 @@ def make_pool(
     max_size: int = 4,
     name: str = "ragrun",
     open_wait_s: float = 30.0,
-) -> ConnectionPool:
+) -> ConnectionPool[psycopg.Connection[Any]]:
     """A pool whose connections know the vector type and are checked before use."""
-    pool = ConnectionPool(
+    pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
         database_url,
         min_size=min_size,
         max_size=max_size,

@@ -27,9 +27,7 @@ class CommonSettings(BaseSettings):
     location: str = Field("us-central1", validation_alias=_env("GOOGLE_CLOUD_LOCATION"))
     bucket: str = Field("ragrun-docs", validation_alias=_env("RAGRUN_BUCKET"))
     pubsub_emulator_host: str | None = Field(None, validation_alias=_env("PUBSUB_EMULATOR_HOST"))
-    storage_emulator_host: str | None = Field(
-        None, validation_alias=_env("STORAGE_EMULATOR_HOST")
-    )
+    storage_emulator_host: str | None = Field(None, validation_alias=_env("STORAGE_EMULATOR_HOST"))
     database_url: str = Field(
         "postgresql://postgres@127.0.0.1:5432/ragrun", validation_alias=_env("DATABASE_URL")
     )
@@ -69,9 +67,7 @@ class BatchSettings(CommonSettings):
     """Embedding request limits, shared by the chunker and the embedder."""
 
     batch_max_texts: int = Field(250, ge=1, validation_alias=_env("RAGRUN_BATCH_MAX_TEXTS"))
-    batch_max_tokens: int = Field(
-        20_000, ge=1, validation_alias=_env("RAGRUN_BATCH_MAX_TOKENS")
-    )
+    batch_max_tokens: int = Field(20_000, ge=1, validation_alias=_env("RAGRUN_BATCH_MAX_TOKENS"))
 
     @property
     def batch_limits(self) -> BatchLimits:

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
 
-from ragrun_common.tokens import count_tokens
-
 from ragrun_chunker.extract import ExtractedDocument, Section
+from ragrun_common.tokens import count_tokens
 
 # A run of non-space characters costs at least one token per this many characters
 # (see count_tokens), which lets an oversized word be recognised without counting it.

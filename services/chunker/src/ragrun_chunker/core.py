@@ -59,7 +59,9 @@ def chunk_document(
     ]
 
 
-def _chunk_metadata(headings: tuple[str, ...], page: int | None, content_type: str) -> dict[str, object]:
+def _chunk_metadata(
+    headings: tuple[str, ...], page: int | None, content_type: str
+) -> dict[str, object]:
     meta: dict[str, object] = {"content_type": content_type}
     if headings:
         meta["headings"] = list(headings)
@@ -68,9 +70,7 @@ def _chunk_metadata(headings: tuple[str, ...], page: int | None, content_type: s
     return meta
 
 
-def to_batches(
-    document: DocumentRef, chunks: list[Chunk], limits: BatchLimits
-) -> list[ChunkBatch]:
+def to_batches(document: DocumentRef, chunks: list[Chunk], limits: BatchLimits) -> list[ChunkBatch]:
     """The manifest and the chunk batches for one document, each within ``limits``."""
     content_type = chunks[0].metadata.get("content_type") if chunks else None
     ref = document.model_copy(

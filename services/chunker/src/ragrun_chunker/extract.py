@@ -21,6 +21,7 @@ from bs4 import BeautifulSoup
 from bs4.element import NavigableString, PageElement, PreformattedString, Tag
 from pypdf import PasswordType, PdfReader
 from pypdf.errors import DependencyError
+
 from ragrun_common.errors import PermanentError
 
 PLAIN = "text/plain"

@@ -41,7 +41,8 @@ class Chunker:
 
     @functools.cached_property
     def topic_path(self) -> str:
-        return self.publisher.topic_path(self.settings.project, self.settings.chunks_topic)
+        path: str = self.publisher.topic_path(self.settings.project, self.settings.chunks_topic)
+        return path
 
     @functools.cached_property
     def limits(self) -> Limits:

@@ -65,18 +65,23 @@ def create_app(
             settings.database_url, max_size=settings.pool_max_size, name="ragrun-query"
         )
         atexit.register(pool.close)
+    # Closures do not keep mypy's narrowing of the optional parameters.
     db = pool
     embedder = provider
 
     app = Flask(__name__)
-    # Werkzeug answers 413 for bodies past this, with or without Content-Length.
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Werkzeug answers 413 when Content-Length exceeds this, but a chunked body is only
+    # cut off at it; reading one byte past the limit lets the route tell the two apart.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
     app.extensions["ragrun_query"] = {"settings": settings, "pool": db, "provider": embedder}
 
     @app.post("/v1/query")
     def query() -> ResponseReturnValue:
         started = time.perf_counter()
-        body = decode_body(request.get_data(cache=False))
+        raw = request.get_data(cache=False)
+        if len(raw) > settings.max_body_bytes:
+            raise RequestEntityTooLarge()
+        body = decode_body(raw)
         req = QueryRequest.from_json(body, default_k=settings.default_k, max_k=settings.max_k)
         vector = embedder.embed([req.query], Task.QUERY)[0]
         embedded = time.perf_counter()

@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from typing import Any
+
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -111,7 +113,7 @@ def _state(plan: DocumentPlan) -> str:
     return "failed" if plan.ref.error is not None else "chunked"
 
 
-def write_flush(conn: psycopg.Connection[object], plans: list[DocumentPlan]) -> FlushResult:
+def write_flush(conn: psycopg.Connection[Any], plans: list[DocumentPlan]) -> FlushResult:
     """Apply ``plans`` in one transaction (see the module docstring)."""
     live: list[DocumentPlan] = []
     stale = 0

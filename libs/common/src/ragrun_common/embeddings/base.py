@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 from ragrun_common.contracts import Vectors
 
 
-class Task(str, Enum):
+class Task(StrEnum):
     """What the text is for; providers with task types embed the two differently."""
 
     DOCUMENT = "RETRIEVAL_DOCUMENT"

@@ -52,9 +52,7 @@ def parse_embedding_spec(value: str, dim: int | None = None) -> EmbeddingSpec:
         spec_model = model or DEFAULT_VERTEX_MODEL
         key = f"vertex:{spec_model}"
     else:
-        raise ValueError(
-            f"RAGRUN_EMBEDDINGS={value!r}: expected 'local', 'hash' or 'vertex:MODEL'"
-        )
+        raise ValueError(f"RAGRUN_EMBEDDINGS={value!r}: expected 'local', 'hash' or 'vertex:MODEL'")
     default_dim = _DEFAULT_DIMS.get(key, _VERTEX_FALLBACK_DIM)
     resolved = dim or default_dim
     if kind == "local" and resolved != 384:

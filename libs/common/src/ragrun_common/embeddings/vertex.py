@@ -90,7 +90,11 @@ class VertexEmbedder:
         self.model = model
         # A static token (tests, local runs) needs no refresh; None means ADC,
         # which the SDK loads and refreshes on first use.
-        credentials = Credentials(token=access_token) if access_token else None
+        credentials = (
+            Credentials(token=access_token)  # type: ignore[no-untyped-call]
+            if access_token
+            else None
+        )
         self._client = genai.Client(
             vertexai=True,
             project=project,

@@ -32,6 +32,7 @@ injected to exercise the caller's error handling.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -274,14 +275,16 @@ class VertexStub:
             return self._answer(record, None, _error(400, str(e)))
 
         with self._lock:
-            if self._disconnects:
-                self._disconnects -= 1
-                return self._answer(record, parsed, (0, b""))
-            failure = self._failures.pop(0) if self._failures else None
-            malformed = None if failure or not self._malformed else self._malformed.pop(0)
+            disconnect = self._disconnects > 0
+            self._disconnects -= disconnect
+            failure = None if disconnect or not self._failures else self._failures.pop(0)
+            pending = not disconnect and failure is None and self._malformed
+            malformed = self._malformed.pop(0) if pending else None
+        if disconnect:
+            return self._answer(record, parsed, (0, b""))
         if failure is not None:
-            status, message = failure
-            return self._answer(record, parsed, _error(status, message or "Injected failure."))
+            status, reason = failure
+            return self._answer(record, parsed, _error(status, reason or "Injected failure."))
         try:
             answer = self._embed(route["method"], parsed, native_dim, malformed)
         except _BadRequestError as e:
@@ -340,7 +343,8 @@ class VertexStub:
         vectors = _vectors(texts, native_dim, dim, self.max_tokens_per_text)
         if malformed == "json":
             return 200, b'{"predictions": [ this is not JSON'
-        rows: list[list[float]] = vectors.tolist()
+        # Eight decimals keep JSON encoding cheap and change no ranking.
+        rows: list[list[float]] = np.round(vectors.astype(np.float64), 8).tolist()
         if malformed == "dim":
             rows = [row[:-1] for row in rows]
         elif malformed == "count":
@@ -399,10 +403,8 @@ class _Server(ThreadingHTTPServer):
         with self._connections_lock:
             connections = list(self._connections)
         for connection in connections:
-            try:
+            with contextlib.suppress(OSError):  # already closed by the client
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed by the client
 
 
 class _Handler(BaseHTTPRequestHandler):

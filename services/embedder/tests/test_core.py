@@ -1,0 +1,75 @@
+"""The embedder's core: requests planned across messages within the API's limits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from ragrun_common.batching import BatchLimits
+from ragrun_common.contracts import Chunk, ChunkBatch, DocumentRef, Vectors, chunk_id
+from ragrun_common.embeddings.base import Task
+from ragrun_common.embeddings.hashing import HashEmbedder
+from ragrun_common.errors import PermanentError
+from ragrun_embedder.core import embed_batches, plan_requests
+
+
+class CountingEmbedder(HashEmbedder):
+    """The hash embedder, remembering the size of every request it served."""
+
+    def __init__(self, reject: str | None = None) -> None:
+        super().__init__(16)
+        self.requests: list[int] = []
+        self.reject = reject
+
+    def embed(self, texts: Sequence[str], task: Task) -> Vectors:
+        assert task is Task.DOCUMENT
+        if self.reject and any(self.reject in t for t in texts):
+            raise PermanentError("input rejected")
+        self.requests.append(len(texts))
+        return super().embed(texts, task)
+
+
+def doc_batch(name: str, n: int, tokens: int = 10) -> ChunkBatch:
+    doc = DocumentRef(bucket="b", name=name, generation=1, chunk_count=n)
+    return ChunkBatch(
+        document=doc,
+        chunks=[
+            Chunk(chunk_id=chunk_id("b", name, 1, i), index=i, text=f"{name} {i}", tokens=tokens)
+            for i in range(n)
+        ],
+    )
+
+
+def test_small_documents_share_requests() -> None:
+    batches = [doc_batch(f"d{i}.txt", 3) for i in range(100)]  # 300 chunks
+    provider = CountingEmbedder()
+    out = embed_batches(batches, provider, BatchLimits(max_items=250, max_tokens=20_000))
+    assert provider.requests == [250, 50]
+    assert [len(vb.chunks) for vb in out] == [3] * 100
+
+
+def test_requests_respect_the_token_limit() -> None:
+    batches = [doc_batch("big.txt", 10, tokens=900)]
+    requests = plan_requests(batches, BatchLimits(max_items=250, max_tokens=2_000))
+    assert [len(r) for r in requests] == [2, 2, 2, 2, 2]
+
+
+def test_vectors_go_back_to_their_own_chunks() -> None:
+    batches = [doc_batch("a.txt", 2), doc_batch("b.txt", 0), doc_batch("c.txt", 3)]
+    provider = CountingEmbedder()
+    out = embed_batches(batches, provider, BatchLimits(max_items=4))
+    assert [vb.document.name for vb in out] == ["a.txt", "b.txt", "c.txt"]
+    for vb in out:
+        assert vb.vectors.shape == (len(vb.chunks), 16)
+        expected = provider.embed([c.text for c in vb.chunks], Task.DOCUMENT) if vb.chunks else None
+        if expected is not None:
+            np.testing.assert_allclose(vb.vectors, expected)
+
+
+def test_a_rejected_request_raises_permanent_error() -> None:
+    with pytest.raises(PermanentError):
+        embed_batches(
+            [doc_batch("poison.txt", 1)], CountingEmbedder(reject="poison"), BatchLimits()
+        )
