@@ -73,3 +73,23 @@ def test_a_rejected_request_raises_permanent_error() -> None:
         embed_batches(
             [doc_batch("poison.txt", 1)], CountingEmbedder(reject="poison"), BatchLimits()
         )
+
+
+class SizeLimitedEmbedder(CountingEmbedder):
+    """Rejects requests of more than ``limit`` texts, as an API does for oversize requests."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def embed(self, texts: Sequence[str], task: Task) -> Vectors:
+        if len(texts) > self.limit:
+            raise PermanentError("request too large")
+        return super().embed(texts, task)
+
+
+def test_a_request_rejected_as_too_large_is_split_not_dropped() -> None:
+    provider = SizeLimitedEmbedder(limit=30)
+    out = embed_batches([doc_batch("a.txt", 100)], provider, BatchLimits(max_items=250))
+    assert out[0].vectors.shape == (100, 16)
+    assert sum(provider.requests) == 100 and max(provider.requests) <= 30

@@ -15,6 +15,10 @@ class RetryableError(RagrunError):
     """A transient failure: the same input may succeed later."""
 
 
+class ThrottledError(RetryableError):
+    """The service refused for quota or rate (HTTP 429): slow down, then retry."""
+
+
 class PermanentError(RagrunError):
     """A failure that retrying cannot fix (bad input, unsupported format, ...)."""
 

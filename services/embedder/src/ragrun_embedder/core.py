@@ -13,14 +13,32 @@ from collections.abc import Sequence
 import numpy as np
 
 from ragrun_common.batching import BatchLimits, plan_batches, split_sizes
-from ragrun_common.contracts import Chunk, ChunkBatch, VectorBatch
+from ragrun_common.contracts import Chunk, ChunkBatch, VectorBatch, Vectors
 from ragrun_common.embeddings.base import EmbeddingProvider, Task
+from ragrun_common.errors import PermanentError
 
 
 def plan_requests(batches: Sequence[ChunkBatch], limits: BatchLimits) -> list[list[Chunk]]:
     """The embedding requests for all chunks of ``batches``, in order, within ``limits``."""
     chunks = [chunk for batch in batches for chunk in batch.chunks]
     return plan_batches(chunks, lambda c: c.tokens, limits)
+
+
+def embed_request(provider: EmbeddingProvider, texts: list[str]) -> Vectors:
+    """Embed one request; if the provider rejects it, split it and embed the halves.
+
+    A request refused as too large is never dropped: the halves go again, down
+    to single texts. Only a single text the provider rejects on its own raises.
+    """
+    try:
+        return provider.embed(texts, Task.DOCUMENT)
+    except PermanentError:
+        if len(texts) == 1:
+            raise
+        middle = len(texts) // 2
+        return np.concatenate(
+            [embed_request(provider, texts[:middle]), embed_request(provider, texts[middle:])]
+        )
 
 
 def embed_batches(
@@ -32,7 +50,7 @@ def embed_batches(
     through with an empty vector array so the writer still records them.
     """
     requests = plan_requests(batches, limits)
-    parts = [provider.embed([c.text for c in request], Task.DOCUMENT) for request in requests]
+    parts = [embed_request(provider, [c.text for c in request]) for request in requests]
     vectors = (
         np.concatenate(parts).astype(np.float32, copy=False)
         if parts

@@ -17,8 +17,10 @@ from types import FrameType
 import numpy as np
 from google.cloud import pubsub_v1
 
+from ragrun_common import telemetry
 from ragrun_common.contracts import ChunkBatch, VectorBatch
 from ragrun_common.embeddings.base import EmbeddingProvider
+from ragrun_common.embeddings.limited import RateLimitedProvider
 from ragrun_common.embeddings.registry import create_provider
 from ragrun_common.errors import ContractError, PermanentError, RetryableError
 from ragrun_common.logs import configure_logging
@@ -29,6 +31,8 @@ from ragrun_common.pubsub import (
     make_publisher,
     publish_all,
 )
+from ragrun_common.ratelimit import AimdRateLimiter
+from ragrun_common.retry import Backoff
 from ragrun_embedder.core import embed_batches
 from ragrun_embedder.settings import EmbedderSettings
 
@@ -69,6 +73,9 @@ class Embedder:
                 outcomes[i] = Outcome.NACK
             return outcomes
         chunks = sum(len(vb.chunks) for vb in out)
+        tokens = sum(c.tokens for vb in out for c in vb.chunks)
+        telemetry.record_counts(batches=len(out), chunks=chunks, tokens=tokens)
+        telemetry.CHUNKS.add(chunks, {"stage": "embedder"})
         log.info("embedder.published", extra={"fields": {"batches": len(out), "chunks": chunks}})
         return outcomes
 
@@ -92,10 +99,20 @@ class Embedder:
         return VectorBatch(document=document, chunks=[], model=self.provider.name, vectors=empty)
 
 
+def rate_limited(provider: EmbeddingProvider, settings: EmbedderSettings) -> EmbeddingProvider:
+    """Vertex AI behind the configured budgets and retries (local models need neither)."""
+    if settings.embedding.kind != "vertex":
+        return provider
+    limiter = AimdRateLimiter(settings.requests_per_minute, settings.tokens_per_minute)
+    return RateLimitedProvider(provider, limiter, Backoff(deadline_s=settings.retry_deadline_s))
+
+
 def main() -> None:
     settings = EmbedderSettings()
-    configure_logging("embedder", settings.log_level)
-    provider = create_provider(settings)
+    configure_logging("embedder", settings.log_level, project=settings.project)
+    telemetry.configure_telemetry("embedder", settings.project, telemetry.TelemetrySettings())
+    # Traced inside the rate limiter, so every attempt (and every 429) is a span.
+    provider = rate_limited(telemetry.TracedProvider(create_provider(settings)), settings)
     publisher = make_publisher()
     embedder = Embedder(
         settings=settings,

@@ -23,7 +23,7 @@ from google.oauth2.credentials import Credentials
 
 from ragrun_common.contracts import Vectors
 from ragrun_common.embeddings.base import Task
-from ragrun_common.errors import PermanentError, RetryableError
+from ragrun_common.errors import PermanentError, RetryableError, ThrottledError
 
 # The statuses Google documents as transient (the SDK's own retry set).
 _RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -193,6 +193,8 @@ def _raise_for_api_error(error: genai_errors.APIError, model: str) -> NoReturn:
     dead-letters them after its attempts rather than dropping them.
     """
     message = f"Vertex AI {model}: HTTP {error.code} {error.status}: {error.message}"
+    if error.code == 429:
+        raise ThrottledError(message) from error
     if error.code in _RETRYABLE_STATUSES:
         raise RetryableError(message) from error
     if 400 <= error.code < 500:
