@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -60,14 +61,14 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-@pytest.fixture(scope="session")
-def stack(pubsub_emulator_available: None) -> Iterator[Stack]:
-    """The four services on the emulators and PostgreSQL, with the real local model."""
+@contextlib.contextmanager
+def started_stack(**config: Any) -> Iterator[Stack]:
+    """A whole local stack for the duration of a ``with`` block (see StackConfig)."""
     home = Path(tempfile.mkdtemp(prefix="ragrun-test-stack-"))
-    local = LocalStack(StackConfig(home=home, embeddings="local", bucket="e2e-docs"))
+    local = LocalStack(StackConfig(home=home, **config))
     saved = dict(os.environ)
     local.start()
-    os.environ.update(dict(local.env().items()))
+    os.environ.update(local.env())
     try:
         yield Stack(local)
     finally:
@@ -78,3 +79,10 @@ def stack(pubsub_emulator_available: None) -> Iterator[Stack]:
             shutil.rmtree(local.postgres.data_dir, ignore_errors=True)
         if not os.environ.get("RAGRUN_KEEP_LOGS"):
             shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack(pubsub_emulator_available: None) -> Iterator[Stack]:
+    """The four services on the emulators and PostgreSQL, with the real local model."""
+    with started_stack(embeddings="local", bucket="e2e-docs") as running:
+        yield running

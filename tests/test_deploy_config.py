@@ -10,6 +10,7 @@ services build at start-up.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ from pydantic import AliasChoices, AliasPath
 from pydantic_settings import BaseSettings
 
 from ragrun_common.settings import CommonSettings
+from ragrun_common.telemetry import TelemetrySettings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -89,8 +91,14 @@ def _settings_classes(service: str) -> tuple[type[BaseSettings], ...]:
     return found
 
 
+# Services that also read ragrun_common.telemetry.TelemetrySettings at start-up.
+TRACED = ("chunker", "embedder", "writer")
+
+
 def _readable_env(service: str) -> set[str]:
     names = set(EXTRA_ENV)
+    if service in TRACED:
+        names |= _aliases(TelemetrySettings)
     for model in _settings_classes(service):
         names |= _aliases(model)
     return names
@@ -564,3 +572,40 @@ def test_project_wide_roles_are_only_the_unavoidable_ones(tf: Terraform) -> None
         for name, body in tf.of_type(rtype).items():
             assert body["role"] in allowed, f"{rtype}.{name} grants {body['role']} project-wide"
     assert not tf.of_type("google_project_iam_policy")
+
+
+# --- checkov -------------------------------------------------------------------
+
+# scripts/bootstrap installs checkov into its own venv (it pins many packages).
+CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
+
+
+def test_checkov_finds_no_failed_check() -> None:
+    if not CHECKOV.exists():
+        pytest.fail(f"checkov is not installed at {CHECKOV}; run scripts/bootstrap")
+    args = ["-d", str(TF_DIR), "--framework", "terraform", "--skip-download", "--output", "json"]
+    result = subprocess.run(
+        [str(CHECKOV), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode in (0, 1), f"checkov crashed:\n{result.stderr[-3000:]}"
+    report = json.loads(result.stdout)
+    summary = report["summary"]
+    failed = [
+        f"{c['check_id']} {c['resource']} ({c['file_path']}:{c['file_line_range'][0]})"
+        for c in report["results"]["failed_checks"]
+    ]
+    assert not failed, "checkov failed checks:\n" + "\n".join(failed)
+    assert summary["parsing_errors"] == 0, summary
+    assert summary["passed"] > 0 and summary["resource_count"] > 0, summary
+    # Every deliberate skip says why, next to the resource.
+    unexplained = [
+        f"{c['check_id']} {c['resource']}"
+        for c in report["results"]["skipped_checks"]
+        if c["check_result"].get("suppress_comment", "No comment provided")
+        in ("", "No comment provided")
+    ]
+    assert not unexplained, f"checkov skips without a reason: {unexplained}"

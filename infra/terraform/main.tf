@@ -88,6 +88,7 @@ resource "google_project_service" "apis" {
 }
 
 resource "google_artifact_registry_repository" "ragrun" {
+  #checkov:skip=CKV_GCP_84:Google-managed encryption at rest; the images hold only open-source code, no data
   repository_id = "ragrun"
   location      = var.region
   format        = "DOCKER"

@@ -104,9 +104,18 @@ variable "log_level" {
 }
 
 variable "message_retention" {
-  description = "How long topics and subscriptions keep messages (acked ones too), so a stage can be replayed with seek. At most 604800s for subscriptions."
+  description = "How long topics and subscriptions keep messages (acked ones too), so `ragrun replay` can seek a stage back that far; RAGRUN_RETENTION locally. Pub/Sub allows 600s (10 minutes) to 2678400s (31 days); beyond 1 day retained messages are billed as storage. Snapshots last at most 7 days whatever this is."
   type        = string
   default     = "604800s"
+
+  validation {
+    condition = can(regex("^[0-9]+s$", var.message_retention)) && try(
+      tonumber(trimsuffix(var.message_retention, "s")) >= 600 &&
+      tonumber(trimsuffix(var.message_retention, "s")) <= 2678400,
+      false
+    )
+    error_message = "message_retention must be whole seconds like \"604800s\", from \"600s\" (10 minutes) to \"2678400s\" (31 days)."
+  }
 }
 
 variable "max_delivery_attempts" {
@@ -121,7 +130,7 @@ variable "max_delivery_attempts" {
 }
 
 variable "ack_deadline_seconds" {
-  description = "Ack deadline per consumer. For the chunker's push subscription it is also how long Pub/Sub waits for the HTTP response, so the chunker's request timeout follows it."
+  description = "Ack deadline per consumer. The embedder and writer extend the leases of messages they hold, so a short deadline only sets how soon a crashed worker's messages go to another. For the chunker's push subscription it is also how long Pub/Sub waits for the HTTP response, so the chunker's request timeout follows it."
   type = object({
     chunker  = number
     embedder = number
@@ -129,8 +138,8 @@ variable "ack_deadline_seconds" {
   })
   default = {
     chunker  = 600
-    embedder = 120
-    writer   = 120
+    embedder = 30
+    writer   = 30
   }
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -41,6 +41,9 @@ class Doc:
     active_generation: int | None
     # generation -> chunk texts
     chunks: dict[int, list[str]]
+    # GCS custom metadata, and when the document row was created
+    metadata: dict[str, str] = field(default_factory=dict)
+    created_at: str = "2025-01-01T00:00:00+00:00"
 
     @property
     def uri(self) -> str:
@@ -63,6 +66,8 @@ POSTGRES = Doc(
             "Indexes in PostgreSQL speed up lookups",
         ],
     },
+    metadata={"team": "db", "priority": "5", "lang": "en"},
+    created_at="2024-03-01T10:00:00+00:00",
 )
 PUBSUB = Doc(
     "docs",
@@ -70,9 +75,17 @@ PUBSUB = Doc(
     "text/markdown",
     5,
     {5: ["Pub/Sub dead letter topics collect undeliverable messages"]},
+    metadata={"team": "infra", "priority": "10", "lang": "en"},
+    created_at="2024-06-15T08:30:00+00:00",
 )
 COOKING = Doc(
-    "archive", "guides/cooking.txt", "text/plain", 1, {1: ["pasta with tomato basil sauce"]}
+    "archive",
+    "guides/cooking.txt",
+    "text/plain",
+    1,
+    {1: ["pasta with tomato basil sauce"]},
+    metadata={"team": "food", "priority": "high", "lang": "it"},
+    created_at="2023-11-20T12:00:00+00:00",
 )
 LITERAL = Doc("docs", "100%_done/report.txt", "text/plain", 1, {1: ["quarterly report finished"]})
 WILDCARD = Doc("docs", "100xxdone/report.txt", "text/plain", 1, {1: ["quarterly report drafted"]})
@@ -141,8 +154,9 @@ def _seed(conn: psycopg.Connection[object]) -> None:
             total = sum(len(texts) for texts in doc.chunks.values())
             conn.execute(
                 "INSERT INTO ragrun.documents (document_id, bucket, name, generation,"
-                " active_generation, content_type, state, chunks_expected, chunks_written)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " active_generation, content_type, state, chunks_expected, chunks_written,"
+                " metadata, created_at, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     doc_id,
                     doc.bucket,
@@ -153,6 +167,9 @@ def _seed(conn: psycopg.Connection[object]) -> None:
                     "indexed" if doc.active_generation is not None else "embedding",
                     total,
                     total,
+                    Jsonb(doc.metadata),
+                    doc.created_at,
+                    doc.created_at,
                 ),
             )
             for generation, texts in doc.chunks.items():

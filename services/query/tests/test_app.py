@@ -15,12 +15,12 @@ from flask.testing import FlaskClient
 from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool
 
-from ragrun_common.contracts import Vectors
+from ragrun_common.contracts import Vectors, document_id
 from ragrun_common.embeddings.base import Task
 from ragrun_common.embeddings.hashing import HashEmbedder
 from ragrun_common.errors import PermanentError, RetryableError
 from ragrun_query.main import app_from_env, create_app, gunicorn_argv
-from ragrun_query.search import QueryRequest, search
+from ragrun_query.search import QueryRequest, SearchConfig, detect_index, search
 from ragrun_query.settings import QuerySettings
 
 DIM = 384
@@ -45,7 +45,17 @@ def test_matching_document_ranks_first(client: FlaskClient, corpus: Any) -> None
     assert best["generation"] == 2
     assert best["chunk_id"] in corpus.postgres.chunk_ids(2)
     assert best["metadata"] == {"chunk_index": 0, "page": 1}
-    assert set(best) == {"chunk_id", "document", "generation", "content", "score", "metadata"}
+    assert set(best) == {
+        "chunk_id",
+        "document_id",
+        "document",
+        "generation",
+        "content",
+        "score",
+        "ranks",
+        "metadata",
+    }
+    assert best["document_id"] == document_id(corpus.postgres.bucket, corpus.postgres.name)
     scores = [r["score"] for r in results]
     assert scores == sorted(scores, reverse=True)
     assert scores[0] > scores[-1]
@@ -280,20 +290,24 @@ def test_ef_search_does_not_leak_past_the_search(seeded_url: str) -> None:
     with psycopg.connect(seeded_url) as conn:
         register_vector(conn)
         vector = HashEmbedder(DIM).embed(["PostgreSQL"], Task.QUERY)[0]
-        search(conn, vector, QueryRequest(query="PostgreSQL", k=1), ef_search=40)
+        search(conn, vector, QueryRequest(query="PostgreSQL", k=1), SearchConfig(ef_search=40))
         # The first search loaded pgvector into this session, so the setting exists now.
         default = conn.execute("SHOW hnsw.ef_search").fetchone()
-        results = search(conn, vector, QueryRequest(query="PostgreSQL", k=3), ef_search=321)
-        assert len(results) == 3
+        config = SearchConfig(ef_search=321, max_scan_tuples=777)
+        outcome = search(conn, vector, QueryRequest(query="PostgreSQL", k=3), config)
+        assert len(outcome.results) == 3
         assert conn.execute("SHOW hnsw.ef_search").fetchone() == default == ("40",)
+        assert conn.execute("SHOW hnsw.max_scan_tuples").fetchone() == ("20000",)
+        assert conn.execute("SHOW hnsw.iterative_scan").fetchone() == ("off",)
 
 
 def test_search_accepts_float64_vectors(seeded_url: str, corpus: Any) -> None:
     with psycopg.connect(seeded_url) as conn:
         register_vector(conn)
         vector = HashEmbedder(DIM).embed(["autovacuum bloat"], Task.QUERY)[0].astype(np.float64)
-        results = search(conn, vector, QueryRequest(query="q", k=1), ef_search=40)
-    assert f"gs://{results[0].bucket}/{results[0].name}" == corpus.postgres.uri
+        request = QueryRequest(query="q", k=1, mode="vector")
+        results = search(conn, vector, request, SearchConfig()).results
+    assert results[0].uri == corpus.postgres.uri
 
 
 def test_app_from_env(seeded_url: str, monkeypatch: pytest.MonkeyPatch, corpus: Any) -> None:
@@ -321,3 +335,14 @@ def test_gunicorn_argv() -> None:
     assert argv[argv.index("--bind") + 1] == "[::]:9000"
     assert argv[argv.index("--threads") + 1] == "8"
     assert argv[-1] == "ragrun_query.main:app_from_env()"
+
+
+def test_index_detection_and_scann_settings(seeded_url: str) -> None:
+    """PostgreSQL has no ScaNN: HNSW is found; the ScaNN knob is still settable (AlloyDB)."""
+    with psycopg.connect(seeded_url) as conn:
+        register_vector(conn)
+        assert detect_index(conn) == "hnsw"
+        vector = HashEmbedder(DIM).embed(["pasta"], Task.QUERY)[0]
+        config = SearchConfig(index="scann", num_leaves_to_search=7)
+        request = QueryRequest(query="pasta", k=2, ef_search=9)
+        assert len(search(conn, vector, request, config).results) == 2

@@ -42,7 +42,7 @@ def ref(name: str = "a.txt", generation: int = 1, count: int = 3, **kw: object) 
 def batch(doc: DocumentRef, indexes: list[int], text: str = "text {i}") -> VectorBatch:
     chunks = [
         Chunk(
-            chunk_id=chunk_id(doc.bucket, doc.name, doc.generation, i),
+            chunk_id=chunk_id(doc.bucket, doc.name, doc.generation, i, doc.chunking),
             index=i,
             text=text.format(i=i),
             tokens=3,
@@ -144,7 +144,175 @@ def test_deletion_removes_chunks_and_blocks_late_versions(conn: psycopg.Connecti
 
 
 def test_changed_content_for_same_chunk_id_is_updated(conn: psycopg.Connection[object]) -> None:
-    """Replay with new chunking settings rewrites chunks in place, no duplicates."""
+    """A chunk whose text changed under the same id (same chunking) is rewritten in place."""
     write(conn, batch(ref(count=1), [0], "first version"))
     write(conn, batch(ref(count=1), [0], "re-chunked"))
     assert chunks(conn) == [(1, 0, "re-chunked")]
+
+
+# --- replays: several chunk sets of one generation ---------------------------------
+
+
+def served(conn: psycopg.Connection[object], name: str = "a.txt") -> list[tuple[int, str]]:
+    """(index, text) of what a query can find: rows of the active generation, as search.py joins."""
+    return [
+        (i, t)
+        for i, t in conn.execute(
+            "SELECT c.chunk_index, c.content FROM ragrun.chunks c JOIN ragrun.documents d"
+            "  ON d.document_id = c.document_id AND c.generation = d.active_generation"
+            " WHERE d.name = %s ORDER BY 1",
+            (name,),
+        ).fetchall()
+    ]
+
+
+def rechunked(count: int, chunking: str, revision: int, **kw: object) -> DocumentRef:
+    return ref(count=count, chunking=chunking, revision=revision, **kw)
+
+
+def test_replay_with_new_settings_swaps_sets_only_when_complete(
+    conn: psycopg.Connection[object],
+) -> None:
+    """Fewer, larger chunks after a replay: no stale extra chunk, no gap while it runs."""
+    old = rechunked(3, "tokens=64", revision=100)
+    write(conn, empty(old), batch(old, [0, 1, 2], "small {i}"))
+    assert served(conn) == [(0, "small 0"), (1, "small 1"), (2, "small 2")]
+
+    new = rechunked(2, "tokens=256", revision=200)
+    write(conn, empty(new))
+    assert document(conn)[:5] == ("chunked", 1, 1, 0, 2)
+    write(conn, batch(new, [0], "large {i}"))
+    # Half the new set is written: queries still see exactly the old complete set.
+    assert document(conn)[:5] == ("embedding", 1, 1, 1, 2)
+    assert served(conn) == [(0, "small 0"), (1, "small 1"), (2, "small 2")]
+
+    write(conn, batch(new, [1], "large {i}"))
+    assert document(conn)[:5] == ("indexed", 1, 1, 2, 2)
+    assert served(conn) == [(0, "large 0"), (1, "large 1")]
+    assert chunks(conn) == [(1, 0, "large 0"), (1, 1, "large 1")]  # nothing stale or hidden
+    tags = conn.execute("SELECT DISTINCT metadata->>'chunking' FROM ragrun.chunks").fetchall()
+    assert tags == [("tokens=256",)]
+
+
+def test_replay_with_more_chunks_than_before(conn: psycopg.Connection[object]) -> None:
+    old = rechunked(2, "tokens=256", revision=100)
+    write(conn, batch(old, [0, 1], "large {i}"))
+    new = rechunked(4, "tokens=64", revision=200)
+    write(conn, batch(new, [0, 1, 2], "small {i}"))
+    assert served(conn) == [(0, "large 0"), (1, "large 1")]
+    write(conn, batch(new, [3], "small {i}"))
+    assert document(conn)[:5] == ("indexed", 1, 1, 4, 4)
+    assert chunks(conn) == [(1, i, f"small {i}") for i in range(4)]
+
+
+def test_late_copies_of_an_older_revision_do_not_flip_back(
+    conn: psycopg.Connection[object],
+) -> None:
+    old = rechunked(3, "tokens=64", revision=100)
+    new = rechunked(2, "tokens=256", revision=200)
+    write(conn, batch(old, [0, 1, 2], "small {i}"))
+    write(conn, batch(new, [0, 1], "large {i}"))
+    before = conn.execute("SELECT chunk_id, written_at FROM ragrun.chunks ORDER BY 1").fetchall()
+    # A redelivered manifest and batches of the old revision, alone and mixed with the new.
+    write(conn, empty(old))
+    write(conn, batch(old, [0, 1, 2], "small {i}"))
+    write(conn, batch(old, [2], "small {i}"), batch(new, [1], "large {i}"))
+    assert document(conn)[:5] == ("indexed", 1, 1, 2, 2)
+    assert served(conn) == [(0, "large 0"), (1, "large 1")]
+    after = conn.execute("SELECT chunk_id, written_at FROM ragrun.chunks ORDER BY 1").fetchall()
+    assert after == before
+
+
+def test_newest_revision_wins_within_one_flush(conn: psycopg.Connection[object]) -> None:
+    old = rechunked(3, "tokens=64", revision=100)
+    new = rechunked(2, "tokens=256", revision=200)
+    write(conn, batch(new, [0, 1], "large {i}"), empty(old), batch(old, [0, 1, 2], "small {i}"))
+    assert document(conn)[:5] == ("indexed", 1, 1, 2, 2)
+    assert chunks(conn) == [(1, 0, "large 0"), (1, 1, "large 1")]
+
+
+def test_a_set_replaced_before_it_completed_leaves_nothing(
+    conn: psycopg.Connection[object],
+) -> None:
+    """Two replays in a row: the first new set is abandoned half-way."""
+    write(conn, batch(rechunked(2, "tokens=128", revision=100), [0, 1], "first {i}"))
+    write(conn, batch(rechunked(3, "tokens=64", revision=200), [0, 1], "second {i}"))
+    third = rechunked(1, "tokens=512", revision=300)
+    write(conn, empty(third))
+    assert served(conn) == [(0, "first 0"), (1, "first 1")]
+    write(conn, batch(third, [0], "third {i}"))
+    assert served(conn) == [(0, "third 0")]
+    assert chunks(conn) == [(1, 0, "third 0")]
+
+
+def test_replay_while_the_first_set_is_still_incomplete(conn: psycopg.Connection[object]) -> None:
+    write(conn, batch(rechunked(3, "tokens=64", revision=100), [0, 1], "small {i}"))
+    assert document(conn)[:4] == ("embedding", 1, None, 2)
+    new = rechunked(2, "tokens=256", revision=200)
+    write(conn, batch(new, [1], "large {i}"))
+    assert document(conn)[:5] == ("embedding", 1, None, 1, 2)
+    assert chunks(conn) == [(1, 1, "large 1")]  # the unfinished old rows went at once
+    write(conn, batch(new, [0], "large {i}"))
+    assert document(conn)[:5] == ("indexed", 1, 1, 2, 2)
+
+
+def test_same_settings_replayed_keeps_rows_and_trims_a_shorter_count(
+    conn: psycopg.Connection[object],
+) -> None:
+    """A duplicate notification re-chunks with the same fingerprint: same ids, no rewrite."""
+    first = rechunked(3, "tokens=64", revision=100)
+    write(conn, batch(first, [0, 1, 2]))
+    before = conn.execute(
+        "SELECT chunk_id, written_at FROM ragrun.chunks WHERE chunk_index < 2 ORDER BY 1"
+    ).fetchall()
+    again = rechunked(2, "tokens=64", revision=200)  # e.g. a parser fix yields one chunk less
+    write(conn, empty(again))
+    assert document(conn)[:5] == ("indexed", 1, 1, 2, 2)
+    assert chunks(conn) == [(1, 0, "text 0"), (1, 1, "text 1")]
+    write(conn, batch(again, [0, 1]))
+    after = conn.execute("SELECT chunk_id, written_at FROM ragrun.chunks ORDER BY 1").fetchall()
+    assert after == before
+
+
+def test_rows_from_before_fingerprints_are_replaced_by_a_fingerprinted_set(
+    conn: psycopg.Connection[object],
+) -> None:
+    write(conn, batch(ref(count=2), [0, 1], "legacy {i}"))  # revision 0, no chunking
+    new = rechunked(1, "tokens=256", revision=200)
+    write(conn, empty(new))
+    assert served(conn) == [(0, "legacy 0"), (1, "legacy 1")]
+    write(conn, batch(new, [0], "new {i}"))
+    assert chunks(conn) == [(1, 0, "new 0")]
+
+
+def test_newer_revision_recovers_a_failed_document(conn: psycopg.Connection[object]) -> None:
+    """A replay after a parser fix indexes what failed before."""
+    write(conn, empty(rechunked(0, "v1", revision=100, error="PDF is encrypted")))
+    assert document(conn)[0] == "failed"
+    fixed = rechunked(1, "v2", revision=200)
+    write(conn, batch(fixed, [0]))
+    assert document(conn) == ("indexed", 1, 1, 1, 1, None)
+    # The old failure, redelivered, is older than the fix.
+    write(conn, empty(rechunked(0, "v1", revision=100, error="PDF is encrypted")))
+    assert document(conn) == ("indexed", 1, 1, 1, 1, None)
+
+
+def test_deletion_is_final_for_its_generation_whatever_the_revision(
+    conn: psycopg.Connection[object],
+) -> None:
+    write(conn, batch(rechunked(1, "tokens=64", revision=100), [0]))
+    write(conn, empty(rechunked(0, "tokens=64", revision=200, deleted=True)))
+    write(conn, batch(rechunked(1, "tokens=256", revision=300), [0]))  # a replayed finalize
+    assert document(conn)[:3] == ("deleted", 1, None)
+    assert chunks(conn) == []
+
+
+def test_new_generation_during_a_replay_wins(conn: psycopg.Connection[object]) -> None:
+    write(conn, batch(rechunked(2, "tokens=64", revision=100), [0, 1], "v1 {i}"))
+    write(conn, batch(rechunked(2, "tokens=256", revision=200), [0], "replayed {i}"))
+    upload = ref(generation=2, count=1, chunking="tokens=256", revision=300)
+    write(conn, batch(upload, [0], "v2 {i}"))
+    assert document(conn)[:5] == ("indexed", 2, 2, 1, 1)
+    assert chunks(conn) == [(2, 0, "v2 0")]
+    write(conn, batch(rechunked(2, "tokens=256", revision=400), [1], "replayed {i}"))  # gen 1
+    assert chunks(conn) == [(2, 0, "v2 0")]

@@ -1,4 +1,4 @@
-"""``ragrun``: run the local stack, upload files, watch status, query.
+"""``ragrun``: run the local stack, upload files, watch status, query, reprocess.
 
 Commands that talk to a stack read its addresses from the environment
 (``PUBSUB_EMULATOR_HOST``, ``STORAGE_EMULATOR_HOST``, ``DATABASE_URL``,
@@ -14,12 +14,17 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TextIO
 
-from ragrun_cli import commands
+from google.api_core import exceptions as gexc
+from pydantic import ValidationError
+
+from ragrun_cli import commands, replay
 from ragrun_cli.components import ComponentError, EmulatorMissingError
+from ragrun_cli.reindex import Progress, Source, SourceError
 from ragrun_cli.stack import LocalStack, StackConfig, default_home, load_state
 
 
@@ -89,10 +94,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_setup(args: argparse.Namespace) -> int:
     from ragrun_cli.provision import provision
+    from ragrun_cli.settings import CliSettings, format_duration
     from ragrun_common.settings import CommonSettings
 
     provision(CommonSettings(), chunker_endpoint=args.chunker_url)
-    print("ragrun: topics, subscriptions and bucket are in place")
+    retention = format_duration(CliSettings().retention)
+    print(f"ragrun: topics, subscriptions and bucket are in place (messages kept {retention})")
     return 0
 
 
@@ -120,6 +127,147 @@ def cmd_query(args: argparse.Namespace) -> int:
     for rank, result in enumerate(body["results"], start=1):
         snippet = " ".join(result["content"].split())[:160]
         print(f"{rank:>2}. {result['score']:.3f}  {result['document']}  {snippet}")
+    return 0
+
+
+# What each stage's messages are, and what a replay of them does.
+_REPLAYS = {
+    "chunker": ("object events", "chunked again, with the chunker's current settings"),
+    "embedder": ("chunk batches", "embedded again"),
+    "writer": ("vector batches", "written again"),
+}
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    _use_stack_env()
+    from google.cloud import pubsub_v1
+
+    from ragrun_common.settings import CommonSettings
+
+    settings = CommonSettings()
+    path = replay.subscription_path(settings, args.subscription)
+    when = None if args.snapshot else replay.parse_time(args.to)
+    if when is not None:
+        replay.check_past(when)
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        if when is None:
+            snapshot = replay.snapshot_path(settings, args.snapshot)
+            report = replay.seek_to_snapshot(subscriber, path, snapshot)
+        else:
+            report = replay.seek_to_time(subscriber, path, when)
+    finally:
+        subscriber.close()
+    for warning in report.warnings:
+        print(f"ragrun replay: warning: {warning}", file=sys.stderr)
+    name = replay.short_name(path)
+    print(f"ragrun replay: {name} (topic {replay.short_name(report.topic)}) -> {report.target}")
+    stages = {getattr(settings, f"{stage}_subscription"): stage for stage in replay.STAGES}
+    what, redone = _REPLAYS.get(stages.get(name, ""), ("messages", "delivered again"))
+    since = (
+        "unacked when the snapshot was taken or published since"
+        if args.snapshot
+        else "published since then"
+    )
+    print(f"ragrun replay: {what} {since} are {redone}")
+    return 0
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    _use_stack_env()
+    from google.cloud import pubsub_v1
+
+    from ragrun_common.settings import CommonSettings
+
+    settings = CommonSettings()
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        if args.action == "create":
+            subscription = replay.subscription_path(settings, args.subscription)
+            info = replay.create_snapshot(
+                subscriber, replay.snapshot_path(settings, args.name), subscription
+            )
+            print(
+                f"ragrun snapshot: created {info.name} of {replay.short_name(subscription)} "
+                f"(topic {info.topic}); expires {info.expires_text()}"
+            )
+            print(
+                f"ragrun snapshot: `ragrun replay {args.subscription} --snapshot {info.name}` "
+                "redelivers what arrives from now on"
+            )
+        elif args.action == "list":
+            rows = replay.list_snapshots(subscriber, settings.project)
+            width = max([len(r.name) for r in rows] + [8])
+            topic_width = max([len(r.topic) for r in rows] + [5])
+            print(f"{'SNAPSHOT':<{width}}  {'TOPIC':<{topic_width}}  EXPIRES")
+            for r in rows:
+                print(f"{r.name:<{width}}  {r.topic:<{topic_width}}  {r.expires_text()}")
+            print(f"{len(rows)} snapshot(s)")
+        else:
+            replay.delete_snapshot(subscriber, replay.snapshot_path(settings, args.name))
+            print(f"ragrun snapshot: deleted {args.name}")
+    finally:
+        subscriber.close()
+    return 0
+
+
+def _progress_printer(out: TextIO) -> Callable[[Progress], None]:
+    """A progress bar on a terminal, a line every few seconds elsewhere (CI logs)."""
+    tty = out.isatty()
+    last = [0.0]
+
+    def show(p: Progress) -> None:
+        total = p.total
+        if total:
+            filled = int(20 * min(p.done, total) / total)
+            bar = f"[{'#' * filled}{'.' * (20 - filled)}] {100 * p.done // total:3d}% "
+            eta = f"{(total - p.done) / p.rate:.0f}s" if p.rate > 0 else "-"
+            line = f"{bar}{p.done}/{total} published  {p.rate:.1f}/s  ETA {eta}"
+        else:
+            line = f"{p.done} published  {p.rate:.1f}/s"
+        if p.failed:
+            line += f"  {p.failed} failed"
+        if tty:
+            out.write(f"\r{line}\x1b[K")
+        elif time.monotonic() - last[0] >= 5 or (total is not None and p.done >= total):
+            out.write(f"{line}\n")
+            last[0] = time.monotonic()
+        out.flush()
+
+    return show
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    _use_stack_env()
+    from ragrun_cli.reindex import run
+    from ragrun_cli.settings import ReindexSettings
+
+    overrides = {
+        key: value
+        for key, value in (
+            ("reindex_rate", args.rate),
+            ("task_index", args.task_index),
+            ("task_count", args.task_count),
+        )
+        if value is not None
+    }
+    settings = ReindexSettings(**overrides)
+    source = Source.parse(args.source or settings.reindex_source, settings.bucket)
+    task = ""
+    if settings.task_count > 1:
+        task = f" (task {settings.task_index} of {settings.task_count})"
+    print(f"ragrun reindex: listing {source}{task} ...", flush=True)
+    done = run(settings, source, on_progress=_progress_printer(sys.stderr))
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    print(
+        f"ragrun reindex: published {done.published} notification(s) for {source} to "
+        f"{settings.objects_topic} in {done.elapsed:.1f} s ({done.rate:.1f}/s); "
+        f"{done.listed} object(s) listed, {done.failed} failed"
+    )
+    if done.failed:
+        print(f"ragrun reindex: first failure: {done.first_error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -154,15 +302,77 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("-k", type=int, default=5)
     query.add_argument("--json", action="store_true")
     query.set_defaults(func=cmd_query)
+
+    stages = "|".join(replay.STAGES)
+    rp = sub.add_parser(
+        "replay",
+        help="redeliver a stage's messages from a time or a snapshot (seek)",
+        description="Seek a subscription back: its stage processes those messages again.",
+    )
+    rp.add_argument("subscription", help=f"{stages}, or a subscription id")
+    target = rp.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", help="ISO-8601 time, or a time ago: -2h, -30m, -1d")
+    target.add_argument("--snapshot", help="a snapshot taken with `ragrun snapshot create`")
+    rp.set_defaults(func=cmd_replay)
+
+    snap = sub.add_parser("snapshot", help="create, list or delete Pub/Sub snapshots")
+    snap_sub = snap.add_subparsers(dest="action", required=True)
+    create = snap_sub.add_parser("create", help="record a subscription's acks now (<= 7 days)")
+    create.add_argument("name")
+    create.add_argument(
+        "--subscription", default="chunker", help=f"{stages}, or an id (default: chunker)"
+    )
+    snap_sub.add_parser("list", help="snapshots in the project, with expiry")
+    delete = snap_sub.add_parser("delete", help="delete a snapshot")
+    delete.add_argument("name")
+    snap.set_defaults(func=cmd_snapshot)
+
+    reindex = sub.add_parser(
+        "reindex",
+        help="publish a GCS notification for every object (re-emit the bucket)",
+        description="Publish to the objects topic the OBJECT_FINALIZE notification of every "
+        "existing object, as GCS would, throttled.",
+    )
+    reindex.add_argument("source", nargs="?", help="gs://BUCKET[/PREFIX] (default: the bucket)")
+    reindex.add_argument("--rate", type=float, help="messages per second, 0 = no limit (100)")
+    reindex.add_argument("--task-index", type=int, help="emit only this share (0-based)")
+    reindex.add_argument("--task-count", type=int, help="of this many shares")
+    reindex.set_defaults(func=cmd_reindex)
     return parser
 
 
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--to -2h`` -> ``--to=-2h``: argparse would take ``-2h`` for an option."""
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--to":
+            value = next(it, None)
+            out.append(arg if value is None else f"--to={value}")
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(
+        _join_negative_values(list(sys.argv[1:] if argv is None else argv))
+    )
     try:
         code: int = args.func(args)
-    except commands.CliError as e:
+    except (commands.CliError, replay.ReplayError, SourceError) as e:
         print(f"ragrun {args.command}: {e}", file=sys.stderr)
+        return 2
+    except gexc.GoogleAPICallError as e:
+        print(f"ragrun {args.command}: {e.code} {e.message}", file=sys.stderr)
+        return 2
+    except ValidationError as e:  # a setting from the environment is out of range
+        for error in e.errors():
+            message = str(error["msg"]).removeprefix("Value error, ")
+            where = ".".join(str(part) for part in error["loc"])
+            print(
+                f"ragrun {args.command}: {where + ': ' if where else ''}{message}", file=sys.stderr
+            )
         return 2
     return code
 

@@ -128,21 +128,27 @@ class LocalStack:
             migrate_url(database_url, settings.embedding.dim)
         for name in cfg.services:
             self.start_service(name)
-        if "query" in cfg.services:
+        for name in ("query", "chunker"):
+            if name in cfg.services:
+                self.wait_ready(name)
+        (cfg.home / STATE_FILE).write_text(json.dumps(self._env, indent=2))
+
+    def wait_ready(self, name: str) -> None:
+        """Wait until a service that answers (query: /readyz, chunker: its port) does."""
+        if name == "query":
             wait_until(
                 http_ok(f"{self.query_url}/readyz"),
                 timeout_s=180,
                 what="query service",
                 proc=self.procs["query"],
             )
-        if "chunker" in cfg.services:
+        elif name == "chunker":
             wait_until(
                 _port_open(self.ports["chunker"]),
                 timeout_s=60,
                 what="chunker",
                 proc=self.procs["chunker"],
             )
-        (cfg.home / STATE_FILE).write_text(json.dumps(self._env, indent=2))
 
     def service_command(self, name: str) -> list[str]:
         if name == "chunker":

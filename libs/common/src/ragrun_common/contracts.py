@@ -7,7 +7,8 @@ JSON header followed by the vectors packed as little-endian float32, so a
 
 Identity is content-addressed: a document is (bucket, name), a version of it is
 its GCS generation, and a chunk id is derived from (bucket, name, generation,
-index). Pub/Sub message ids never take part in idempotency.
+index) and the fingerprint of the chunking that cut it. Pub/Sub message ids
+never take part in idempotency.
 """
 
 from __future__ import annotations
@@ -37,10 +38,17 @@ def document_id(bucket: str, name: str) -> str:
     return hashlib.sha256(f"{bucket}\0{name}".encode()).hexdigest()[:32]
 
 
-def chunk_id(bucket: str, name: str, generation: int, index: int) -> str:
-    """Stable id of chunk ``index`` of one generation of a document."""
-    key = f"{bucket}\0{name}\0{generation}\0{index}".encode()
-    return hashlib.sha256(key).hexdigest()[:32]
+def chunk_id(bucket: str, name: str, generation: int, index: int, chunking: str = "") -> str:
+    """Stable id of chunk ``index`` of one generation of a document.
+
+    ``chunking`` (the chunker's fingerprint, see :class:`DocumentRef`) takes part
+    when set, so chunks cut with other settings get other ids; without it the id
+    is the one messages from before fingerprints had.
+    """
+    key = f"{bucket}\0{name}\0{generation}\0{index}"
+    if chunking:
+        key += f"\0{chunking}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 class _Frozen(BaseModel):
@@ -54,6 +62,13 @@ class DocumentRef(_Frozen):
     generation in all; the writer compares it with what it has written.
     ``error`` is set, with no chunks, when the chunker gave up on the object;
     ``deleted`` marks the object's deletion (also with no chunks).
+
+    ``chunking`` fingerprints what produced the chunks (chunker version and
+    chunking settings) and ``revision`` is when the chunker processed the event
+    (ns since the epoch). Replaying the objects subscription after a settings
+    change produces a new chunk set for the same generation; the writer keeps
+    the newest revision and serves the previous complete set until it is done.
+    Both default to empty/0, as in messages from before they existed.
     """
 
     bucket: str
@@ -65,6 +80,8 @@ class DocumentRef(_Frozen):
     chunk_count: int = 0
     error: str | None = None
     deleted: bool = False
+    chunking: str = ""
+    revision: int = Field(0, ge=0)
 
     @property
     def document_id(self) -> str:

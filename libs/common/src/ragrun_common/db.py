@@ -76,7 +76,19 @@ def _m1_tables(dim: int) -> sql.Composed:
     ).format(dim=sql.Literal(dim))
 
 
-MIGRATIONS: list[Migration] = [_m1_tables]
+def _m2_query_filters(dim: int) -> sql.Composed:  # noqa: ARG001 - same signature as all
+    """Indexes for the query service's document filters (bucket and name have UNIQUE)."""
+    return sql.SQL(
+        """
+        CREATE INDEX documents_metadata ON ragrun.documents USING gin (metadata jsonb_path_ops);
+        CREATE INDEX documents_content_type ON ragrun.documents (content_type);
+        CREATE INDEX documents_created_at ON ragrun.documents (created_at);
+        CREATE INDEX documents_updated_at ON ragrun.documents (updated_at);
+        """
+    ).format()
+
+
+MIGRATIONS: list[Migration] = [_m1_tables, _m2_query_filters]
 
 
 class SchemaMismatchError(PermanentError):

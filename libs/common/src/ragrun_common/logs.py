@@ -5,6 +5,11 @@ the logger name, and ``logging.googleapis.com/labels`` from ``extra={"labels": .
 Other ``extra`` keys given as ``extra={"fields": {...}}`` are merged at the top
 level so they can be queried (counts, durations). Call sites use constant event
 names and lazy ``%`` arguments, never f-strings.
+
+Inside an OpenTelemetry span, :class:`TraceContextFilter` adds the span's
+trace (``logging.googleapis.com/trace`` = ``projects/PROJECT/traces/TRACE_ID``),
+``spanId`` and ``trace_sampled``, so Cloud Logging shows a document's log lines
+under its trace in Cloud Trace, and one trace id finds them across services.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from opentelemetry import trace
 
 _SEVERITY = {
     logging.DEBUG: "DEBUG",
@@ -45,7 +52,7 @@ class CloudLoggingFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if fields:
             entry.update(fields)
-        for key in ("trace", "spanId"):
+        for key in ("trace", "spanId", "trace_sampled"):
             value = getattr(record, key, None)
             if value:
                 entry[f"logging.googleapis.com/{key}"] = value
@@ -54,10 +61,32 @@ class CloudLoggingFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
-    """Send every log record of this process to stdout as Cloud Logging JSON."""
+class TraceContextFilter(logging.Filter):
+    """Fills a record's ``trace``, ``spanId`` and ``trace_sampled`` from the current span."""
+
+    def __init__(self, project: str) -> None:
+        super().__init__()
+        self._project = project
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid and not getattr(record, "trace", None):
+            record.trace = f"projects/{self._project}/traces/{context.trace_id:032x}"
+            record.spanId = f"{context.span_id:016x}"
+            record.trace_sampled = context.trace_flags.sampled
+        return True
+
+
+def configure_logging(service: str, level: str = "INFO", project: str | None = None) -> None:
+    """Send every log record of this process to stdout as Cloud Logging JSON.
+
+    With ``project`` (the Google Cloud project traces go to), records logged
+    inside a span carry its trace and span ids.
+    """
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(CloudLoggingFormatter(service))
+    if project:
+        handler.addFilter(TraceContextFilter(project))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -5,6 +5,9 @@ durable (the publish it caused is confirmed, or its rows are committed), nacked
 on a retryable failure so Pub/Sub redelivers it (and dead-letters it after the
 subscription's max delivery attempts), and acked with a logged reason on a
 permanent failure, so one bad message never stalls the pipeline.
+
+Trace context rides in message attributes (see :mod:`ragrun_common.telemetry`):
+the publisher writes it, and each handled batch becomes a span under it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
+from opentelemetry.trace import StatusCode
 
+from ragrun_common import telemetry
 from ragrun_common.errors import RetryableError
 
 log = logging.getLogger(__name__)
@@ -31,11 +36,17 @@ MAX_MESSAGE_BYTES = 9_000_000
 
 
 def make_publisher(max_latency_s: float = 0.02) -> pubsub_v1.PublisherClient:
-    """A publisher that batches messages per topic (respects PUBSUB_EMULATOR_HOST)."""
+    """A publisher that batches messages per topic (respects PUBSUB_EMULATOR_HOST).
+
+    Its OpenTelemetry support puts the current trace context into each message's
+    attributes (``googclient_traceparent``); without a configured tracer
+    provider it records nothing and adds no attribute.
+    """
     return pubsub_v1.PublisherClient(
         batch_settings=pubsub_v1.types.BatchSettings(
             max_messages=500, max_bytes=MAX_MESSAGE_BYTES, max_latency=max_latency_s
-        )
+        ),
+        publisher_options=pubsub_v1.types.PublisherOptions(enable_open_telemetry_tracing=True),
     )
 
 
@@ -82,15 +93,30 @@ class Received:
 BatchHandler = Callable[[Sequence[Received]], Sequence[Outcome]]
 
 
+@dataclass(frozen=True, slots=True)
+class _Leased:
+    """A pulled message this process holds until it acks or nacks it."""
+
+    ack_id: str
+    received: Received
+
+
 @dataclass
 class BatchingSubscriber:
-    """Streaming pull that hands the handler batches gathered across messages.
+    """Pull workers that hand the handler batches gathered across messages.
 
-    The client library's callback only enqueues; one worker thread gathers up
-    to ``max_messages`` messages or ``max_items`` items (by ``weight``) or
-    whatever arrived within ``max_latency_s`` of the first, calls the handler,
-    and acks or nacks each message by the outcome it returns. Flow control
-    bounds how many unacked messages (and bytes) this process holds.
+    Pulling is synchronous (the Pull RPC), not streaming: the worker asks only
+    for what it can hold, which is exact flow control (``flow_max_messages``
+    unacked messages at most), and a worker killed with SIGKILL leaves only
+    leases that expire after the ack deadline, so its messages go to another
+    worker. (With streaming pull, messages buffered for a killed client were
+    seen stranded on the Pub/Sub emulator for minutes.)
+
+    One thread pulls, one gathers up to ``max_messages`` messages or
+    ``max_items`` items (by ``weight``) or whatever arrived within
+    ``max_latency_s`` of the first, calls the handler and acks or nacks each
+    message by the outcome it returns, and one keeps the leases of held
+    messages alive while they wait or are being processed.
     """
 
     subscription_path: str
@@ -100,46 +126,87 @@ class BatchingSubscriber:
     max_latency_s: float = 0.2
     weight: Callable[[Received], int] = lambda _m: 1
     flow_max_messages: int = 500
-    flow_max_bytes: int = 200 * 1024 * 1024
-    _queue: queue.Queue[Any] = field(default_factory=queue.Queue, init=False)
+    lease_s: int = 60
+    pull_timeout_s: float = 10.0
+    _queue: queue.Queue[_Leased] = field(default_factory=queue.Queue, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _held: dict[str, _Leased] = field(default_factory=dict, init=False)
+    _held_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _room: threading.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._room = threading.Semaphore(self.flow_max_messages)
+
+    @property
+    def subscription_id(self) -> str:
+        """The subscription's short name (the last part of its path)."""
+        return self.subscription_path.rsplit("/", 1)[-1]
 
     def run(self, subscriber: pubsub_v1.SubscriberClient | None = None) -> None:
-        """Pull and process until :meth:`stop` is called or the stream fails."""
-        subscriber = subscriber or pubsub_v1.SubscriberClient()
-        flow = pubsub_v1.types.FlowControl(
-            max_messages=self.flow_max_messages, max_bytes=self.flow_max_bytes
-        )
-        stream = subscriber.subscribe(self.subscription_path, self._queue.put, flow_control=flow)
-        worker = threading.Thread(target=self._work, name="batch-worker", daemon=True)
-        worker.start()
+        """Pull and process until :meth:`stop` is called."""
+        client = subscriber or pubsub_v1.SubscriberClient()
+        threads = [
+            threading.Thread(target=self._pull, args=(client,), name="pull", daemon=True),
+            threading.Thread(target=self._work, args=(client,), name="work", daemon=True),
+            threading.Thread(target=self._lease, args=(client,), name="lease", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
         log.info("subscriber.started", extra={"labels": {"subscription": self.subscription_path}})
         try:
-            while not self._stop.is_set():
-                try:
-                    stream.result(timeout=0.5)
-                except futures.TimeoutError:
-                    continue
-                break  # the stream ended on its own: surface why and exit
+            while not self._stop.wait(0.5):
+                if not all(t.is_alive() for t in threads):
+                    raise RuntimeError(f"a worker thread on {self.subscription_path} died")
         finally:
-            stream.cancel()
             self._stop.set()
-            worker.join(timeout=30)
-            subscriber.close()
-        exc = stream.exception(timeout=0) if stream.done() else None
-        if exc is not None and not isinstance(exc, futures.CancelledError):
-            raise RuntimeError(f"streaming pull on {self.subscription_path} failed") from exc
+            for thread in threads:
+                thread.join(timeout=self.pull_timeout_s + 30)
+            self._release_all(client)
+            if subscriber is None:
+                client.close()
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _gather(self) -> list[Any]:
+    def _pull(self, client: pubsub_v1.SubscriberClient) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            if not self._room.acquire(timeout=0.5):
+                continue  # flow control: hold no more than flow_max_messages
+            room = 1
+            while room < self.max_messages and self._room.acquire(blocking=False):
+                room += 1
+            try:
+                response = client.pull(
+                    subscription=self.subscription_path,
+                    max_messages=room,
+                    timeout=self.pull_timeout_s,
+                )
+            except (gexc.DeadlineExceeded, gexc.RetryError):
+                response = None
+            except gexc.GoogleAPICallError as e:
+                log.warning("subscriber.pull_failed", extra={"fields": {"error": str(e)}})
+                response = None
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            got = list(response.received_messages) if response is not None else []
+            for _ in range(room - len(got)):
+                self._room.release()
+            if got:
+                backoff = 0.5
+            for message in got:
+                leased = _Leased(message.ack_id, _received(message))
+                with self._held_lock:
+                    self._held[leased.ack_id] = leased
+                self._queue.put(leased)
+
+    def _gather(self) -> list[_Leased]:
         try:
             first = self._queue.get(timeout=0.2)
         except queue.Empty:
             return []
         batch = [first]
-        items = self.weight(_received(first))
+        items = self.weight(first.received)
         deadline = time.monotonic() + self.max_latency_s
         while len(batch) < self.max_messages and items < self.max_items:
             remaining = deadline - time.monotonic()
@@ -150,37 +217,88 @@ class BatchingSubscriber:
             except queue.Empty:
                 break
             batch.append(message)
-            items += self.weight(_received(message))
+            items += self.weight(message.received)
         return batch
 
-    def _work(self) -> None:
+    def _work(self, client: pubsub_v1.SubscriberClient) -> None:
         while not self._stop.is_set():
             batch = self._gather()
             if not batch:
                 continue
+            received = [m.received for m in batch]
+            attributes = [r.attributes for r in received]
+            with telemetry.consume_span(self.subscription_path, attributes) as span:
+                try:
+                    outcomes = list(self.handler(received))
+                except Exception as e:
+                    span.record_exception(e)
+                    span.set_status(StatusCode.ERROR, "handler crashed")
+                    log.exception(
+                        "batch.handler_crashed", extra={"fields": {"messages": len(batch)}}
+                    )
+                    outcomes = [Outcome.NACK] * len(batch)
+                span.set_attribute("ragrun.nacked", outcomes.count(Outcome.NACK))
+            for outcome in set(outcomes):
+                telemetry.MESSAGES.add(
+                    outcomes.count(outcome),
+                    {"subscription": self.subscription_id, "outcome": outcome.value},
+                )
+            acks = [m.ack_id for m, o in zip(batch, outcomes, strict=True) if o is Outcome.ACK]
+            nacks = [m.ack_id for m, o in zip(batch, outcomes, strict=True) if o is Outcome.NACK]
+            self._settle(client, acks, nacks)
+
+    def _settle(
+        self, client: pubsub_v1.SubscriberClient, acks: list[str], nacks: list[str]
+    ) -> None:
+        """Ack and nack (deadline 0: redeliver now); a failure here only means redelivery."""
+        try:
+            for chunk in _chunks(acks):
+                client.acknowledge(subscription=self.subscription_path, ack_ids=chunk)
+            for chunk in _chunks(nacks):
+                client.modify_ack_deadline(
+                    subscription=self.subscription_path, ack_ids=chunk, ack_deadline_seconds=0
+                )
+        except gexc.GoogleAPICallError as e:
+            log.warning("subscriber.settle_failed", extra={"fields": {"error": str(e)}})
+        finally:
+            with self._held_lock:
+                for ack_id in acks + nacks:
+                    if self._held.pop(ack_id, None) is not None:
+                        self._room.release()
+
+    def _lease(self, client: pubsub_v1.SubscriberClient) -> None:
+        """Extend the deadline of every held message well before it runs out."""
+        while not self._stop.wait(min(10.0, max(1.0, self.lease_s / 3))):
+            with self._held_lock:
+                held = list(self._held)
             try:
-                outcomes = self.handler([_received(m) for m in batch])
-            except Exception:
-                log.exception("batch.handler_crashed", extra={"fields": {"messages": len(batch)}})
-                outcomes = [Outcome.NACK] * len(batch)
-            for message, outcome in zip(batch, outcomes, strict=True):
-                if outcome is Outcome.ACK:
-                    message.ack()
-                else:
-                    message.nack()
-        # Hand back anything still queued so another worker gets it at once.
-        while True:
-            try:
-                self._queue.get_nowait().nack()
-            except queue.Empty:
-                break
+                for chunk in _chunks(held):
+                    client.modify_ack_deadline(
+                        subscription=self.subscription_path,
+                        ack_ids=chunk,
+                        ack_deadline_seconds=self.lease_s,
+                    )
+            except gexc.GoogleAPICallError as e:
+                log.warning("subscriber.lease_failed", extra={"fields": {"error": str(e)}})
+
+    def _release_all(self, client: pubsub_v1.SubscriberClient) -> None:
+        """On shutdown, hand back what is held so another worker gets it at once."""
+        with self._held_lock:
+            held = list(self._held)
+        self._settle(client, [], held)
+
+
+def _chunks(ack_ids: list[str], size: int = 1_000) -> list[list[str]]:
+    return [ack_ids[i : i + size] for i in range(0, len(ack_ids), size)]
 
 
 def _received(message: Any) -> Received:
+    """The handler's view of a ``ReceivedMessage`` from the Pull RPC."""
+    inner = message.message
     return Received(
-        data=message.data,
-        attributes=dict(message.attributes),
-        message_id=message.message_id,
-        delivery_attempt=message.delivery_attempt,
-        publish_time=message.publish_time,
+        data=inner.data,
+        attributes=dict(inner.attributes),
+        message_id=inner.message_id,
+        delivery_attempt=message.delivery_attempt or None,
+        publish_time=inner.publish_time,
     )

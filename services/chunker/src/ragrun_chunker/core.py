@@ -3,6 +3,10 @@
 The first batch of every document is its manifest: no chunks, but the total
 ``chunk_count``, so the writer can show the document as chunked before any
 vector arrives. The other batches are each sized for one embedding request.
+
+Every message names the chunk set it belongs to: ``chunking`` fingerprints the
+chunker version and settings (chunk ids include it), ``revision`` orders the
+times one generation was chunked (see :func:`stamp`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,24 @@ class Limits:
     max_object_bytes: int = 64 * 1024 * 1024
     max_pages: int = 2_000
     max_chunks: int = 20_000
+
+
+def fingerprint(config: ChunkingConfig, version: str) -> str:
+    """What decides the chunks of a given text: the chunker's version and settings.
+
+    Readable on purpose: the writer stores it with every chunk row, so a query
+    result says which settings cut it.
+    """
+    return f"ragrun-chunker={version},tokens={config.max_tokens},overlap={config.overlap_tokens}"
+
+
+def stamp(document: DocumentRef, chunking: str, revision: int) -> DocumentRef:
+    """``document`` as one processing of it by this chunker names it.
+
+    ``revision`` is the processing time in ns: when a generation is chunked
+    again (a replay after a settings change), the writer keeps the newest.
+    """
+    return document.model_copy(update={"chunking": chunking, "revision": revision})
 
 
 def check_size(document: DocumentRef, limits: Limits) -> None:
@@ -49,7 +71,9 @@ def chunk_document(
         )
     return [
         Chunk(
-            chunk_id=chunk_id(document.bucket, document.name, document.generation, p.index),
+            chunk_id=chunk_id(
+                document.bucket, document.name, document.generation, p.index, document.chunking
+            ),
             index=p.index,
             text=p.text,
             tokens=p.tokens,

@@ -9,6 +9,7 @@ unavailable), which answers 500 so Pub/Sub or Eventarc redelivers.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import logging
 import time
 from dataclasses import dataclass
@@ -17,11 +18,22 @@ import functions_framework
 from cloudevents.http.event import CloudEvent
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1, storage
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
 
 from ragrun_chunker.chunking import ChunkingConfig
-from ragrun_chunker.core import Limits, check_size, chunk_document, failure, to_batches
+from ragrun_chunker.core import (
+    Limits,
+    check_size,
+    chunk_document,
+    failure,
+    fingerprint,
+    stamp,
+    to_batches,
+)
 from ragrun_chunker.events import Action, ObjectEvent, decode_event
 from ragrun_chunker.settings import ChunkerSettings
+from ragrun_common import telemetry
 from ragrun_common.contracts import ChunkBatch
 from ragrun_common.errors import ContractError, PermanentError, RetryableError
 from ragrun_common.gcs import storage_client
@@ -45,17 +57,41 @@ class Chunker:
         return path
 
     @functools.cached_property
+    def config(self) -> ChunkingConfig:
+        s = self.settings
+        return ChunkingConfig(max_tokens=s.chunk_tokens, overlap_tokens=s.chunk_overlap)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        return fingerprint(self.config, importlib.metadata.version("ragrun-chunker"))
+
+    @functools.cached_property
     def limits(self) -> Limits:
         s = self.settings
         return Limits(
             max_object_bytes=s.max_object_bytes, max_pages=s.max_pages, max_chunks=s.max_chunks
         )
 
-    def handle(self, event: ObjectEvent) -> None:
+    def handle(self, event: ObjectEvent, parent: Context | None = None) -> None:
+        """Handle one object event in the span that starts its document's trace."""
+        with telemetry.tracer.start_as_current_span(
+            "chunker object",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "ragrun.bucket": event.bucket,
+                "ragrun.object": event.name,
+                "ragrun.generation": event.generation,
+                "ragrun.action": event.action.value,
+            },
+        ):
+            self._handle(event)
+
+    def _handle(self, event: ObjectEvent) -> None:
         if event.action is Action.IGNORE:
             log.info("chunker.ignored", extra={"fields": {"reason": event.reason}})
             return
-        document = event.document()
+        document = stamp(event.document(), self.fingerprint, time.time_ns())
         labels = document.labels()
         if event.action is Action.DELETE:
             self._publish([ChunkBatch(document=document)])
@@ -67,16 +103,17 @@ class Chunker:
             data = self._download(event)
             if data is None:
                 return
-            config = ChunkingConfig(
-                max_tokens=self.settings.chunk_tokens, overlap_tokens=self.settings.chunk_overlap
-            )
-            chunks = chunk_document(document, data, config, self.limits)
+            chunks = chunk_document(document, data, self.config, self.limits)
         except PermanentError as e:
             log.error("chunker.failed", extra={"labels": labels, "fields": {"error": str(e)}})
             self._publish([failure(document, str(e))])
             return
         batches = to_batches(document, chunks, self.settings.batch_limits)
+        telemetry.record_counts(
+            chunks=len(chunks), batches=len(batches) - 1, tokens=sum(c.tokens for c in chunks)
+        )
         self._publish(batches)
+        telemetry.CHUNKS.add(len(chunks), {"stage": "chunker"})
         log.info(
             "chunker.chunked",
             extra={
@@ -109,7 +146,8 @@ class Chunker:
 @functools.cache
 def _chunker() -> Chunker:
     settings = ChunkerSettings()
-    configure_logging("chunker", settings.log_level)
+    configure_logging("chunker", settings.log_level, project=settings.project)
+    telemetry.configure_telemetry("chunker", settings.project, telemetry.TelemetrySettings())
     return Chunker(settings, storage_client(settings.project), make_publisher())
 
 
@@ -123,4 +161,4 @@ def on_object_event(cloud_event: CloudEvent) -> None:
         # Malformed events never become valid: ack them, loudly.
         log.error("chunker.bad_event", extra={"fields": {"error": str(e), "id": cloud_event["id"]}})
         return
-    chunker.handle(event)
+    chunker.handle(event, parent=telemetry.pushed_message_context(cloud_event.data))

@@ -14,4 +14,4 @@ class EmbedderSettings(BatchSettings):
     # set them to your project's quotas (or a share of them per worker).
     requests_per_minute: float = Field(1_500, gt=0, validation_alias="RAGRUN_EMBED_RPM")
     tokens_per_minute: float = Field(5_000_000, gt=0, validation_alias="RAGRUN_EMBED_TPM")
-    retry_deadline_s: float = Field(60, ge=0, validation_alias="RAGRUN_EMBED_RETRY_DEADLINE_S")
+    retry_deadline_s: float = Field(300, ge=0, validation_alias="RAGRUN_EMBED_RETRY_DEADLINE_S")

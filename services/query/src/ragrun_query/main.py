@@ -1,30 +1,63 @@
 """The HTTP adapter: Flask routes over the search core, and the gunicorn entry points.
 
 Run with ``gunicorn 'ragrun_query.main:app_from_env()'`` or ``python -m ragrun_query``.
-Every error leaves as JSON: ``{"error": {"message": ..., "field"?: ...}}``.
+Every error leaves as JSON: ``{"error": {"message": ..., "field"?: ..., "request_id": ...}}``,
+and every response carries ``X-Request-Id`` (the caller's, when it sent a sane one).
 """
 
 from __future__ import annotations
 
 import atexit
+import hmac
+import json
 import logging
 import os
+import re
 import sys
+import threading
 import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from flask import Flask, request
+from flask import Flask, Response, g, has_request_context, request, stream_with_context
 from flask.typing import ResponseReturnValue
 from psycopg_pool import ConnectionPool
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from ragrun_common.contracts import document_id
 from ragrun_common.db import make_pool, migrate_url
 from ragrun_common.embeddings.base import EmbeddingProvider, Task
 from ragrun_common.embeddings.registry import create_provider
 from ragrun_common.errors import PermanentError, RetryableError
 from ragrun_common.logs import configure_logging
-from ragrun_query.search import QueryRequest, RequestError, decode_body, search
+from ragrun_query.answer import (
+    NO_SOURCES_ANSWER,
+    SYSTEM_INSTRUCTION,
+    AnswerModel,
+    AnswerRequest,
+    GeminiAnswerModel,
+    build_prompt,
+    citations,
+)
+from ragrun_query.errors import (
+    AnswerRejectedError,
+    AnswerUnavailableError,
+    NotConfiguredError,
+    RequestError,
+)
+from ragrun_query.openapi import openapi_document
+from ragrun_query.rerank import Reranker, create_reranker, rerank
+from ragrun_query.search import (
+    QueryRequest,
+    Result,
+    SearchConfig,
+    decode_body,
+    detect_index,
+    search,
+)
 from ragrun_query.settings import QuerySettings
 
 log = logging.getLogger(__name__)
@@ -39,12 +72,62 @@ GUNICORN_WORKERS = 1
 GUNICORN_THREADS = 8
 GUNICORN_TIMEOUT_S = 60
 
+#: Routes anyone may call, with or without an API key.
+OPEN_ENDPOINTS = frozenset({"healthz", "readyz", "openapi"})
+_REQUEST_ID = re.compile(r"^[!-~]{1,128}$")  # visible ASCII: safe to echo in a header
+_DOCUMENT_ID = re.compile(r"^[0-9a-f]{32}$")
+_CORS_METHODS = "GET, POST, OPTIONS"
+_CORS_HEADERS = "Authorization, Content-Type, X-API-Key, X-Request-Id"
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
 
 def _error(message: str, *, field: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"message": message}
     if field is not None:
         body["field"] = field
+    if has_request_context() and "request_id" in g:
+        body["request_id"] = g.request_id
     return {"error": body}
+
+
+def _extra(**fields: Any) -> dict[str, Any]:
+    """Log ``extra`` with the request id (and trace, when the platform sent one)."""
+    extra: dict[str, Any] = {"fields": fields}
+    if has_request_context() and "request_id" in g:
+        extra["labels"] = {"request_id": g.request_id}
+        if g.get("trace"):
+            extra["trace"] = g.trace
+        if g.get("span_id"):
+            extra["spanId"] = g.span_id
+    return extra
+
+
+def _ms(start: float, end: float) -> float:
+    return round((end - start) * 1000, 1)
+
+
+@dataclass(slots=True)
+class _Retrieval:
+    results: list[Result]
+    embed_ms: float
+    search_ms: float
+    exact_fallback: bool
+    reranked: bool
+
+
+class _Index:
+    """Which vector index the database has, looked up once on first use."""
+
+    def __init__(self, settings: QuerySettings) -> None:
+        self._settings = settings
+        self._config: SearchConfig | None = None
+        self._lock = threading.Lock()
+
+    def config(self, conn: psycopg.Connection[Any]) -> SearchConfig:
+        with self._lock:
+            if self._config is None:
+                self._config = self._settings.search_config(detect_index(conn))
+            return self._config
 
 
 def create_app(
@@ -52,8 +135,10 @@ def create_app(
     *,
     pool: ConnectionPool | None = None,
     provider: EmbeddingProvider | None = None,
+    reranker: Reranker | None = None,
+    answer_model: AnswerModel | None = None,
 ) -> Flask:
-    """Build the query app; create the pool and provider the caller did not pass.
+    """Build the query app; create the pool, provider, reranker and answer model not passed.
 
     A pool created here is closed when the process exits; a pool passed in
     belongs to the caller.
@@ -65,43 +150,211 @@ def create_app(
             settings.database_url, max_size=settings.pool_max_size, name="ragrun-query"
         )
         atexit.register(pool.close)
+    if reranker is None:
+        reranker = create_reranker(settings.rerank)
+    if answer_model is None and settings.answer_model:
+        token = settings.vertex_access_token
+        answer_model = GeminiAnswerModel(
+            model=settings.answer_model,
+            project=settings.project,
+            location=settings.location,
+            base_url=settings.vertex_base_url,
+            access_token=token.get_secret_value() if token else None,
+            temperature=settings.answer_temperature,
+            max_output_tokens=settings.answer_max_output_tokens,
+            timeout_s=settings.answer_timeout_s,
+        )
     # Closures do not keep mypy's narrowing of the optional parameters.
     db = pool
     embedder = provider
+    index = _Index(settings)
+    api_keys = tuple(key.encode() for key in settings.api_key_list)
+    cors_origins = settings.cors_origin_list
+    if not api_keys:
+        log.warning(
+            "query.auth_disabled",
+            extra=_extra(reason="RAGRUN_API_KEYS is not set: every caller is served"),
+        )
 
     app = Flask(__name__)
+    # An API answers 404 for a path it does not serve rather than redirecting "//" to "/".
+    app.url_map.merge_slashes = False
     # Werkzeug answers 413 when Content-Length exceeds this, but a chunked body is only
     # cut off at it; reading one byte past the limit lets the route tell the two apart.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
-    app.extensions["ragrun_query"] = {"settings": settings, "pool": db, "provider": embedder}
+    app.extensions["ragrun_query"] = {
+        "settings": settings,
+        "pool": db,
+        "provider": embedder,
+        "reranker": reranker,
+        "answer_model": answer_model,
+    }
+    document = openapi_document(settings)
 
-    @app.post("/v1/query")
-    def query() -> ResponseReturnValue:
-        started = time.perf_counter()
+    # -- request plumbing ------------------------------------------------------
+
+    @app.before_request
+    def start_request() -> ResponseReturnValue | None:
+        g.started = time.perf_counter()
+        supplied = request.headers.get("X-Request-Id", "")
+        g.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        g.trace, g.span_id = _trace(request.headers, settings.project)
+        if _is_preflight() and _allowed_origin(cors_origins) is not None:
+            return Response(status=204)
+        if api_keys and request.endpoint not in OPEN_ENDPOINTS and not _authorized(api_keys):
+            log.warning("query.unauthorized", extra=_extra(path=request.path))
+            body = _error("a valid API key is required: Authorization: Bearer KEY or X-API-Key")
+            return body, 401, {"WWW-Authenticate": 'Bearer realm="ragrun"'}
+        return None
+
+    @app.after_request
+    def finish_request(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        origin = _allowed_origin(cors_origins)
+        if origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = "X-Request-Id"
+            response.vary.add("Origin")
+            if _is_preflight():
+                response.headers["Access-Control-Allow-Methods"] = _CORS_METHODS
+                response.headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
+                response.headers["Access-Control-Max-Age"] = "600"
+        return response
+
+    def read_json() -> object:
         raw = request.get_data(cache=False)
         if len(raw) > settings.max_body_bytes:
             raise RequestEntityTooLarge()
-        body = decode_body(raw)
-        req = QueryRequest.from_json(body, default_k=settings.default_k, max_k=settings.max_k)
-        vector = embedder.embed([req.query], Task.QUERY)[0]
+        return decode_body(raw)
+
+    def retrieve(req: QueryRequest) -> _Retrieval:
+        use_reranker = reranker is not None and req.rerank is not False
+        if req.rerank and reranker is None:
+            raise NotConfiguredError(
+                "no reranker is configured on this service (RAGRUN_QUERY_RERANK=none)"
+            )
+        started = time.perf_counter()
+        vector = None if req.mode == "keyword" else embedder.embed([req.query], Task.QUERY)[0]
         embedded = time.perf_counter()
+        limit = max(settings.rerank_candidates, req.k) if use_reranker else req.k
         with db.connection() as conn:
-            results = search(conn, vector, req, settings.ef_search)
-        done = time.perf_counter()
-        log.info(
-            "query.served",
-            extra={
-                "fields": {
-                    "results": len(results),
-                    "k": req.k,
-                    "filters": sorted(req.filter.active()),
-                    "embed_ms": round((embedded - started) * 1000, 1),
-                    "search_ms": round((done - embedded) * 1000, 1),
-                    "duration_ms": round((done - started) * 1000, 1),
-                }
-            },
+            outcome = search(conn, vector, req, index.config(conn), limit=limit)
+        searched = time.perf_counter()
+        results = outcome.results
+        if use_reranker and reranker is not None:
+            results = rerank(reranker, req.query, results, req.k)
+        return _Retrieval(
+            results=results,
+            embed_ms=_ms(started, embedded),
+            search_ms=_ms(embedded, searched),
+            exact_fallback=outcome.exact_fallback,
+            reranked=use_reranker,
         )
-        return {"results": [result.to_json() for result in results]}
+
+    def served(event: str, req: QueryRequest, found: _Retrieval, **more: Any) -> None:
+        log.info(
+            event,
+            extra=_extra(
+                results=len(found.results),
+                k=req.k,
+                mode=req.mode,
+                filters=req.filter_fields,
+                exact_fallback=found.exact_fallback,
+                reranked=found.reranked,
+                embed_ms=found.embed_ms,
+                search_ms=found.search_ms,
+                duration_ms=_ms(g.started, time.perf_counter()),
+                **more,
+            ),
+        )
+
+    # -- routes ------------------------------------------------------------------
+
+    @app.post("/v1/query")
+    def query() -> ResponseReturnValue:
+        req = QueryRequest.from_json(
+            read_json(), default_k=settings.default_k, max_k=settings.max_k
+        )
+        found = retrieve(req)
+        served("query.served", req, found)
+        return {"results": [result.to_json() for result in found.results]}
+
+    @app.post("/v1/answer")
+    def answer() -> ResponseReturnValue:
+        offered = ["application/json", "text/event-stream"]
+        wants_events = request.accept_mimetypes.best_match(offered) == "text/event-stream"
+        req = AnswerRequest.from_json(
+            read_json(),
+            default_k=settings.answer_k,
+            max_k=settings.max_k,
+            stream_default=wants_events,
+        )
+        if answer_model is None:
+            raise NotConfiguredError(
+                "no answer model is configured on this service: set RAGRUN_ANSWER_MODEL "
+                "(e.g. gemini-2.5-flash) to enable /v1/answer"
+            )
+        model = answer_model
+        found = retrieve(req.search)
+        sources = found.results
+        source_json = [source.to_json() for source in sources]
+        prompt = build_prompt(req.search.query, sources)
+        if not req.stream:
+            text = model.generate(SYSTEM_INSTRUCTION, prompt) if sources else NO_SOURCES_ANSWER
+            cited = citations(text, sources)
+            served("answer.served", req.search, found, citations=len(cited), stream=False)
+            return {
+                "answer": text,
+                "citations": cited,
+                "sources": source_json,
+                "model": model.name,
+            }
+        # Ask for the first piece before answering 200, so that a model that is down or
+        # refuses gets a proper status instead of an error event.
+        pieces = model.stream(SYSTEM_INSTRUCTION, prompt) if sources else iter([NO_SOURCES_ANSWER])
+        first = next(pieces, "")
+
+        def events() -> Iterator[str]:
+            yield _sse("sources", {"sources": source_json})
+            parts = [first]
+            if first:
+                yield _sse("delta", {"text": first})
+            try:
+                for piece in pieces:
+                    parts.append(piece)
+                    yield _sse("delta", {"text": piece})
+            except (RetryableError, PermanentError) as e:
+                log.warning("answer.stream_failed", extra=_extra(reason=str(e)))
+                yield _sse("error", _error(f"the answer stopped: {e}"))
+                return
+            text = "".join(parts)
+            cited = citations(text, sources)
+            served("answer.served", req.search, found, citations=len(cited), stream=True)
+            yield _sse("done", {"answer": text, "citations": cited, "model": model.name})
+
+        return Response(
+            stream_with_context(events()), mimetype="text/event-stream", headers=_SSE_HEADERS
+        )
+
+    @app.get("/v1/documents/<doc_id>")
+    def get_document(doc_id: str) -> ResponseReturnValue:
+        if not _DOCUMENT_ID.match(doc_id):
+            raise RequestError("document_id", "must be 32 lowercase hex characters")
+        return _document(db, doc_id)
+
+    @app.get("/v1/documents")
+    def find_document() -> ResponseReturnValue:
+        uri = request.args.get("uri")
+        if uri is None:
+            raise RequestError("uri", "required: ?uri=gs://BUCKET/NAME")
+        bucket, _, name = uri.removeprefix("gs://").partition("/")
+        if not uri.startswith("gs://") or not bucket or not name or "\0" in uri:
+            raise RequestError("uri", "must look like gs://BUCKET/NAME")
+        return _document(db, document_id(bucket, name))
+
+    @app.get("/openapi.json")
+    def openapi() -> ResponseReturnValue:
+        return document
 
     @app.get("/healthz")
     def healthz() -> ResponseReturnValue:
@@ -113,9 +366,11 @@ def create_app(
             with db.connection(timeout=READY_TIMEOUT_S) as conn:
                 conn.execute("SELECT 1")
         except psycopg.Error as e:  # includes the pool's PoolTimeout and PoolClosed
-            log.warning("query.not_ready", extra={"fields": {"reason": str(e)}})
+            log.warning("query.not_ready", extra=_extra(reason=str(e)))
             return {"status": "unavailable", "reason": str(e)}, 503
         return {"status": "ok"}
+
+    # -- errors ------------------------------------------------------------------
 
     @app.errorhandler(RequestError)
     def bad_request(e: RequestError) -> ResponseReturnValue:
@@ -130,27 +385,129 @@ def create_app(
     def http_error(e: HTTPException) -> ResponseReturnValue:
         return _error(e.description or e.name), e.code or 500
 
+    @app.errorhandler(NotConfiguredError)
+    def not_configured(e: NotConfiguredError) -> ResponseReturnValue:
+        return _error(str(e)), 501
+
+    @app.errorhandler(AnswerUnavailableError)
+    def answer_unavailable(e: AnswerUnavailableError) -> ResponseReturnValue:
+        log.warning("answer.model_unavailable", extra=_extra(reason=str(e)))
+        return _error("the answer model is unavailable; retry later"), 503
+
+    @app.errorhandler(AnswerRejectedError)
+    def answer_rejected(e: AnswerRejectedError) -> ResponseReturnValue:
+        log.error("answer.model_rejected", extra=_extra(reason=str(e)))
+        return _error(f"the answer model gave no usable answer: {e}"), 502
+
     @app.errorhandler(RetryableError)
     def provider_unavailable(e: RetryableError) -> ResponseReturnValue:
-        log.warning("query.embedding_unavailable", extra={"fields": {"reason": str(e)}})
+        log.warning("query.embedding_unavailable", extra=_extra(reason=str(e)))
         return _error("the embedding provider is unavailable; retry later"), 503
 
     @app.errorhandler(PermanentError)
     def provider_rejected(e: PermanentError) -> ResponseReturnValue:
-        log.error("query.embedding_rejected", extra={"fields": {"reason": str(e)}})
+        log.error("query.embedding_rejected", extra=_extra(reason=str(e)))
         return _error(f"the embedding provider rejected the query: {e}"), 502
+
+    @app.errorhandler(psycopg.errors.QueryCanceled)
+    def too_slow(e: psycopg.errors.QueryCanceled) -> ResponseReturnValue:
+        log.warning("query.timeout", extra=_extra(reason=str(e)))
+        limit = settings.statement_timeout_ms
+        return _error(f"the search took longer than {limit} ms; narrow it or retry"), 504
 
     @app.errorhandler(psycopg.OperationalError)
     def database_unavailable(e: psycopg.OperationalError) -> ResponseReturnValue:
-        log.warning("query.database_unavailable", extra={"fields": {"reason": str(e)}})
+        log.warning("query.database_unavailable", extra=_extra(reason=str(e)))
         return _error("the database is unavailable; retry later"), 503
 
     @app.errorhandler(Exception)
     def unexpected(e: Exception) -> ResponseReturnValue:  # noqa: ARG001
-        log.exception("query.failed")
+        log.exception("query.failed", extra=_extra())
         return _error("internal error"), 500
 
     return app
+
+
+def _sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+def _is_preflight() -> bool:
+    return (
+        request.method == "OPTIONS"
+        and "Origin" in request.headers
+        and "Access-Control-Request-Method" in request.headers
+    )
+
+
+def _allowed_origin(allowed: tuple[str, ...]) -> str | None:
+    """The value for Access-Control-Allow-Origin, or None when CORS does not apply."""
+    origin = request.headers.get("Origin")
+    if not allowed or origin is None:
+        return None
+    if "*" in allowed:
+        return "*"
+    return origin if origin.rstrip("/") in allowed else None
+
+
+def _authorized(keys: tuple[bytes, ...]) -> bool:
+    """Whether the request carries one of ``keys``, compared in constant time."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    supplied = token.strip() if scheme.lower() == "bearer" else ""
+    supplied = supplied or request.headers.get("X-API-Key", "").strip()
+    if not supplied:
+        return False
+    candidate = supplied.encode("utf-8", "surrogateescape")
+    matched = False
+    for key in keys:  # no early exit: the time does not tell which key matched
+        matched |= hmac.compare_digest(candidate, key)
+    return matched
+
+
+def _trace(headers: Any, project: str) -> tuple[str | None, str | None]:
+    """Cloud Logging's trace and span ids from X-Cloud-Trace-Context or traceparent."""
+    cloud = headers.get("X-Cloud-Trace-Context", "")
+    match = re.match(r"^([0-9a-fA-F]{32})(?:/([0-9]{1,20}))?", cloud)
+    if match:
+        return f"projects/{project}/traces/{match[1].lower()}", match[2]
+    parent = headers.get("traceparent", "")
+    match = re.match(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$", parent)
+    if match:
+        return f"projects/{project}/traces/{match[1]}", match[2]
+    return None, None
+
+
+_DOCUMENT_SQL = """
+SELECT d.document_id, d.bucket, d.name, d.generation, d.active_generation, d.state,
+       d.content_type, d.size_bytes, d.metadata, d.chunks_expected, d.chunks_written,
+       d.error, d.created_at, d.updated_at,
+       (SELECT count(*) FROM ragrun.chunks c
+         WHERE c.document_id = d.document_id AND c.generation = d.active_generation)
+FROM ragrun.documents d WHERE d.document_id = %s
+"""
+
+
+def _document(pool: ConnectionPool, doc_id: str) -> ResponseReturnValue:
+    with pool.connection() as conn:
+        row = conn.execute(_DOCUMENT_SQL, (doc_id,)).fetchone()
+    if row is None:
+        return _error(f"no document {doc_id}"), 404
+    return {
+        "document_id": row[0],
+        "uri": f"gs://{row[1]}/{row[2]}",
+        "bucket": row[1],
+        "name": row[2],
+        "generation": row[3],
+        "active_generation": row[4],
+        "state": row[5],
+        "content_type": row[6],
+        "size_bytes": row[7],
+        "metadata": row[8],
+        "chunks": {"expected": row[9], "written": row[10], "served": row[14]},
+        "error": row[11],
+        "created_at": row[12].isoformat() if row[12] else None,
+        "updated_at": row[13].isoformat() if row[13] else None,
+    }
 
 
 def app_from_env() -> Flask:

@@ -16,8 +16,10 @@ from types import FrameType
 
 import psycopg
 from google.cloud import pubsub_v1
+from opentelemetry.trace import SpanKind
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from ragrun_common import telemetry
 from ragrun_common.contracts import VectorBatch
 from ragrun_common.db import make_pool, migrate_url
 from ragrun_common.errors import ContractError
@@ -60,8 +62,17 @@ class Writer:
         if not decoded:
             return []
         try:
-            with self.pool.connection() as conn:
+            with (
+                self.pool.connection() as conn,
+                telemetry.tracer.start_as_current_span(
+                    "writer copy",
+                    kind=SpanKind.CLIENT,
+                    attributes={"db.system.name": "postgresql", "db.operation.name": "COPY"},
+                ) as span,
+            ):
                 result = write_flush(conn, plan_flush([batch for _, batch in decoded]))
+                span.set_attribute("ragrun.rows", result.rows_loaded)
+                span.set_attribute("ragrun.documents", result.documents)
         except (psycopg.OperationalError, PoolTimeout) as e:
             log.warning("writer.retry", extra={"fields": {"error": str(e)}})
             return [(i, Outcome.NACK) for i, _ in decoded]
@@ -73,6 +84,8 @@ class Writer:
                 )
                 return [(decoded[0][0], Outcome.NACK)]
             return [pair for item in decoded for pair in self._write([item])]
+        telemetry.ROWS_WRITTEN.add(result.rows_loaded)
+        telemetry.CHUNKS.add(result.rows_loaded, {"stage": "writer"})
         log.info(
             "writer.flushed",
             extra={
@@ -90,7 +103,8 @@ class Writer:
 
 def main() -> None:
     settings = WriterSettings()
-    configure_logging("writer", settings.log_level)
+    configure_logging("writer", settings.log_level, project=settings.project)
+    telemetry.configure_telemetry("writer", settings.project, telemetry.TelemetrySettings())
     dim = settings.embedding.dim
     migrate_url(settings.database_url, dim)
     pool = make_pool(settings.database_url, max_size=2, name="writer")

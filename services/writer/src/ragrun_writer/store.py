@@ -2,15 +2,24 @@
 
 Order of work, all in one transaction so a crash leaves nothing half-done:
 
-1. Upsert each document row; a version older than the stored one is stale and
-   skipped, a newer one resets the counts (queries keep serving the old
-   ``active_generation`` until the new one is complete).
+1. Insert a missing document row, lock it, and compare the stored version
+   with the plan's (see :mod:`ragrun_writer.plan`): an older one is stale and
+   skipped, a newer one resets the counts. Queries keep serving the
+   ``active_generation`` until its successor is complete.
 2. Binary COPY every chunk row into a session-local staging table, then
    ``INSERT ... SELECT ... ON CONFLICT (chunk_id)``: a redelivered batch
-   changes nothing, a changed chunk (re-chunked or re-embedded) is updated.
-3. Recount each touched document's chunks for its generation; once all
-   expected chunks are present the generation becomes the active one and older
-   generations' chunks are deleted.
+   changes nothing, a changed chunk (re-embedded) is updated.
+3. Count each touched document's rows of its newest chunk set; once all
+   expected chunks are present that set becomes the served one and every other
+   row of the document (older generations, other chunk sets, indexes past the
+   new count) is deleted.
+
+A chunk set of the generation being served, cut with other settings (a replay
+after ``RAGRUN_CHUNK_TOKENS`` changed, say), is written under the negated
+generation, which queries never match, and moved into place once complete, so
+queries see the old complete set until the new one replaces it in one commit.
+Each chunk row's metadata names its ``chunking``; the document row keeps the
+newest set's revision and chunking in its metadata under ``_ragrun``.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ragrun_writer.plan import DocumentPlan
+from ragrun_writer.plan import DocumentPlan, Stored, compare, rows_generation
 
 log = logging.getLogger("ragrun.writer")
 
@@ -37,32 +46,50 @@ FROM STDIN WITH (FORMAT BINARY)
 """
 _COPY_TYPES = ["text", "text", "int8", "int4", "text", "int4", "jsonb", "text", "vector"]
 
-_UPSERT_DOCUMENT = """
-INSERT INTO ragrun.documents AS d
+# Writer bookkeeping kept with the object's metadata (no column of its own yet):
+# the revision and chunking of the document's newest chunk set.
+BOOKKEEPING_KEY = "_ragrun"
+
+_INSERT_DOCUMENT = """
+INSERT INTO ragrun.documents
     (document_id, bucket, name, generation, content_type, size_bytes, metadata,
      state, chunks_expected, error)
 VALUES (%(document_id)s, %(bucket)s, %(name)s, %(generation)s, %(content_type)s,
         %(size)s, %(metadata)s, %(state)s, %(expected)s, %(error)s)
-ON CONFLICT (document_id) DO UPDATE SET
-    generation = EXCLUDED.generation,
-    content_type = EXCLUDED.content_type,
-    size_bytes = EXCLUDED.size_bytes,
-    metadata = EXCLUDED.metadata,
-    state = EXCLUDED.state,
-    chunks_expected = EXCLUDED.chunks_expected,
-    chunks_written = 0,
-    error = EXCLUDED.error,
-    updated_at = now()
-WHERE d.generation < EXCLUDED.generation
-   OR (d.generation = EXCLUDED.generation
-       AND EXCLUDED.state IN ('failed', 'deleted')
-       AND d.state NOT IN ('failed', 'deleted'))
+ON CONFLICT (document_id) DO NOTHING
 """
-_CURRENT = "SELECT generation, state FROM ragrun.documents WHERE document_id = %s FOR UPDATE"
+_CURRENT = """
+SELECT generation, state, active_generation, chunks_expected,
+       coalesce((metadata #>> '{_ragrun,revision}')::bigint, 0),
+       coalesce(metadata #>> '{_ragrun,chunking}', '')
+FROM ragrun.documents WHERE document_id = %s FOR UPDATE
+"""
+_REPLACE_DOCUMENT = """
+UPDATE ragrun.documents SET
+    generation = %(generation)s,
+    content_type = %(content_type)s,
+    size_bytes = %(size)s,
+    metadata = %(metadata)s,
+    state = %(state)s,
+    chunks_expected = %(expected)s,
+    chunks_written = 0,
+    error = %(error)s,
+    updated_at = now()
+WHERE document_id = %(document_id)s
+"""
 _RETIRE = """
 WITH gone AS (DELETE FROM ragrun.chunks WHERE document_id = %(document_id)s)
 UPDATE ragrun.documents SET active_generation = NULL, chunks_written = 0, updated_at = now()
 WHERE document_id = %(document_id)s
+"""
+_SERVED_CHUNKING = """
+SELECT coalesce(metadata ->> 'chunking', '') FROM ragrun.chunks
+WHERE document_id = %s AND generation = %s LIMIT 1
+"""
+_CLEAR_OTHER_SETS = """
+DELETE FROM ragrun.chunks
+WHERE document_id = %(document_id)s AND generation = %(rows_generation)s
+  AND coalesce(metadata ->> 'chunking', '') <> %(chunking)s
 """
 _MERGE = """
 INSERT INTO ragrun.chunks
@@ -79,22 +106,31 @@ ON CONFLICT (chunk_id) DO UPDATE SET
 WHERE (ragrun.chunks.content, ragrun.chunks.model)
       IS DISTINCT FROM (EXCLUDED.content, EXCLUDED.model)
 """
-_RECOUNT = """
-UPDATE ragrun.documents d SET
-    chunks_written = n.written,
-    state = CASE WHEN n.written >= d.chunks_expected THEN 'indexed'
-                 WHEN n.written > 0 THEN 'embedding' ELSE 'chunked' END,
-    active_generation = CASE WHEN n.written >= d.chunks_expected
-                             THEN d.generation ELSE d.active_generation END,
-    updated_at = now()
-FROM (SELECT count(*) AS written FROM ragrun.chunks
-      WHERE document_id = %(document_id)s AND generation = %(generation)s) n
-WHERE d.document_id = %(document_id)s AND d.generation = %(generation)s
-  AND d.state NOT IN ('failed', 'deleted')
-RETURNING d.state
+_COUNT = """
+SELECT count(*) FROM ragrun.chunks
+WHERE document_id = %(document_id)s AND generation = %(rows_generation)s
+  AND chunk_index < %(expected)s AND coalesce(metadata ->> 'chunking', '') = %(chunking)s
 """
-_DROP_OLD = """
-DELETE FROM ragrun.chunks WHERE document_id = %(document_id)s AND generation <> %(generation)s
+_UNSERVE = """
+DELETE FROM ragrun.chunks WHERE document_id = %(document_id)s AND generation = %(generation)s
+"""
+_PROMOTE = """
+UPDATE ragrun.chunks SET generation = %(generation)s
+WHERE document_id = %(document_id)s AND generation = %(rows_generation)s
+"""
+_DROP_OTHERS = """
+DELETE FROM ragrun.chunks
+WHERE document_id = %(document_id)s
+  AND (generation <> %(generation)s OR chunk_index >= %(expected)s
+       OR coalesce(metadata ->> 'chunking', '') <> %(chunking)s)
+"""
+_PROGRESS = """
+UPDATE ragrun.documents SET
+    chunks_written = %(written)s,
+    state = %(state)s,
+    active_generation = CASE WHEN %(complete)s THEN generation ELSE active_generation END,
+    updated_at = now()
+WHERE document_id = %(document_id)s
 """
 
 
@@ -112,70 +148,117 @@ def _state(plan: DocumentPlan) -> str:
     return "failed" if plan.ref.error is not None else "chunked"
 
 
+def _document_params(plan: DocumentPlan) -> dict[str, Any]:
+    ref = plan.ref
+    bookkeeping = {"revision": ref.revision, "chunking": ref.chunking}
+    return {
+        "document_id": ref.document_id,
+        "bucket": ref.bucket,
+        "name": ref.name,
+        "generation": ref.generation,
+        "content_type": ref.content_type,
+        "size": ref.size,
+        "metadata": Jsonb({**ref.metadata, BOOKKEEPING_KEY: bookkeeping}),
+        "state": _state(plan),
+        "expected": ref.chunk_count,
+        "error": ref.error,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _Live:
+    """A chunk set to load: where its rows go and how many make it complete."""
+
+    plan: DocumentPlan
+    rows_generation: int
+    expected: int
+
+    def key(self) -> dict[str, Any]:
+        ref = self.plan.ref
+        return {
+            "document_id": ref.document_id,
+            "generation": ref.generation,
+            "rows_generation": self.rows_generation,
+            "expected": self.expected,
+            "chunking": ref.chunking,
+        }
+
+
+def _row_metadata(plan: DocumentPlan, metadata: dict[str, Any]) -> dict[str, Any]:
+    chunking = plan.ref.chunking
+    return {**metadata, "chunking": chunking} if chunking else metadata
+
+
 def write_flush(conn: psycopg.Connection[Any], plans: list[DocumentPlan]) -> FlushResult:
     """Apply ``plans`` in one transaction (see the module docstring)."""
-    live: list[DocumentPlan] = []
+    live: list[_Live] = []
     stale = 0
     indexed: list[str] = []
     with conn.transaction(), conn.cursor() as cur:
         for plan in plans:
             ref = plan.ref
-            state = _state(plan)
-            cur.execute(
-                _UPSERT_DOCUMENT,
-                {
-                    "document_id": ref.document_id,
-                    "bucket": ref.bucket,
-                    "name": ref.name,
-                    "generation": ref.generation,
-                    "content_type": ref.content_type,
-                    "size": ref.size,
-                    "metadata": Jsonb(ref.metadata),
-                    "state": state,
-                    "expected": ref.chunk_count,
-                    "error": ref.error,
-                },
-            )
+            params = _document_params(plan)
+            cur.execute(_INSERT_DOCUMENT, params)
             row = cur.execute(_CURRENT, (ref.document_id,)).fetchone()
-            assert row is not None  # upserted just above
-            generation, current_state = row
-            if generation != ref.generation:
-                stale += 1
+            assert row is not None  # inserted just above if it was missing
+            generation, state, active, expected, revision, chunking = row
+            order = compare(Stored(generation, state, revision, chunking), ref)
+            if order < 0:
+                stale += 1  # an older generation or revision, or one already deleted
                 continue
+            if order > 0:
+                cur.execute(_REPLACE_DOCUMENT, params)
+                expected = ref.chunk_count
             if plan.is_tombstone:
-                if current_state == state:
-                    cur.execute(_RETIRE, {"document_id": ref.document_id})
+                cur.execute(_RETIRE, {"document_id": ref.document_id})
                 continue
-            if current_state in ("failed", "deleted"):
-                stale += 1  # this version already failed or was deleted
-                continue
-            live.append(plan)
+            served = None
+            if active == ref.generation:
+                found = cur.execute(_SERVED_CHUNKING, (ref.document_id, active)).fetchone()
+                served = None if found is None else str(found[0])
+            target = _Live(
+                plan, rows_generation(ref.generation, active, served, ref.chunking), expected
+            )
+            if order > 0:
+                # Rows of a chunk set this one replaces, in the place this one's go.
+                cur.execute(_CLEAR_OTHER_SETS, target.key())
+            live.append(target)
 
-        rows = [row for plan in live for row in plan.rows.values()]
+        rows = [(item, row) for item in live for row in item.plan.rows.values()]
         if rows:
             cur.execute(_STAGING_DDL)
             with cur.copy(_COPY) as copy:
                 copy.set_types(_COPY_TYPES)
-                for r in rows:
+                for item, r in rows:
                     copy.write_row(
                         (
                             r.chunk.chunk_id,
                             r.document_id,
-                            r.generation,
+                            item.rows_generation,
                             r.chunk.index,
                             r.chunk.text,
                             r.chunk.tokens,
-                            Jsonb(r.chunk.metadata),
+                            Jsonb(_row_metadata(item.plan, r.chunk.metadata)),
                             r.model,
                             r.vector,
                         )
                     )
             cur.execute(_MERGE)
 
-        for plan in live:
-            key = {"document_id": plan.ref.document_id, "generation": plan.ref.generation}
-            result = cur.execute(_RECOUNT, key).fetchone()
-            if result is not None and result[0] == "indexed":
-                cur.execute(_DROP_OLD, key)
-                indexed.append(plan.ref.uri)
+        for item in live:
+            key = item.key()
+            count = cur.execute(_COUNT, key).fetchone()
+            written = int(count[0]) if count else 0
+            complete = written >= item.expected
+            if complete:
+                if item.rows_generation != item.plan.ref.generation:
+                    cur.execute(_UNSERVE, key)
+                    cur.execute(_PROMOTE, key)
+                cur.execute(_DROP_OTHERS, key)
+                indexed.append(item.plan.ref.uri)
+            state = "indexed" if complete else "embedding" if written > 0 else "chunked"
+            cur.execute(
+                _PROGRESS,
+                {**key, "written": written, "state": state, "complete": complete},
+            )
     return FlushResult(documents=len(plans), rows_loaded=len(rows), stale=stale, indexed=indexed)
