@@ -10,13 +10,9 @@ seeks to a snapshot and checks that the index ends as it was.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -27,9 +23,8 @@ from ragrun_chunker.chunking import ChunkingConfig
 from ragrun_chunker.core import Limits, chunk_document
 from ragrun_cli.replay import ReplayError, parse_time
 from ragrun_cli.settings import CliSettings, parse_duration
-from ragrun_cli.stack import LocalStack, StackConfig
 from ragrun_common.contracts import DocumentRef
-from tests.conftest import SAMPLES, Stack, wait_for
+from tests.conftest import SAMPLES, Stack, started_stack, wait_for
 
 SMALL = {"RAGRUN_CHUNK_TOKENS": "48", "RAGRUN_CHUNK_OVERLAP": "8"}
 LARGE = {"RAGRUN_CHUNK_TOKENS": "200", "RAGRUN_CHUNK_OVERLAP": "20"}
@@ -40,35 +35,20 @@ LATER = ["configuration.md"]
 @pytest.fixture(scope="module")
 def pipeline(pubsub_emulator_available: None) -> Iterator[Stack]:
     """chunker, embedder (hash vectors: fast) and writer; no query service."""
-    home = Path(tempfile.mkdtemp(prefix="ragrun-test-replay-"))
-    config = StackConfig(
-        home=home,
+    with started_stack(
         embeddings="hash",
         bucket="replay-docs",
         services=("chunker", "embedder", "writer"),
         extra_env=dict(SMALL),
-    )
-    local = LocalStack(config)
-    saved = dict(os.environ)
-    local.start()
-    os.environ.update(local.env())
-    try:
-        yield Stack(local)
-    finally:
-        local.stop()
-        os.environ.clear()
-        os.environ.update(saved)
-        if local.postgres is not None:
-            shutil.rmtree(local.postgres.data_dir, ignore_errors=True)
-        if not os.environ.get("RAGRUN_KEEP_LOGS"):
-            shutil.rmtree(home, ignore_errors=True)
+    ) as running:
+        yield running
 
 
 def documents(stack: Stack) -> dict[str, dict[str, Any]]:
     with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
         rows = conn.execute(
             "SELECT name, state, generation, active_generation, chunks_expected, chunks_written,"
-            " coalesce((metadata #>> '{_ragrun,revision}')::bigint, 0)"
+            " revision"
             " FROM ragrun.documents"
         ).fetchall()
     keys = ("state", "generation", "active", "expected", "written", "revision")

@@ -88,7 +88,18 @@ def _m2_query_filters(dim: int) -> sql.Composed:  # noqa: ARG001 - same signatur
     ).format()
 
 
-MIGRATIONS: list[Migration] = [_m1_tables, _m2_query_filters]
+def _m3_document_revision(dim: int) -> sql.Composed:  # noqa: ARG001 - same signature as all
+    """Which chunk set of a generation is newest: the chunker's revision and settings."""
+    return sql.SQL(
+        """
+        ALTER TABLE ragrun.documents
+            ADD COLUMN revision bigint NOT NULL DEFAULT 0,
+            ADD COLUMN chunking text NOT NULL DEFAULT '';
+        """
+    ).format()
+
+
+MIGRATIONS: list[Migration] = [_m1_tables, _m2_query_filters, _m3_document_revision]
 
 
 class SchemaMismatchError(PermanentError):

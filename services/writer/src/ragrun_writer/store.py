@@ -19,7 +19,7 @@ after ``RAGRUN_CHUNK_TOKENS`` changed, say), is written under the negated
 generation, which queries never match, and moved into place once complete, so
 queries see the old complete set until the new one replaces it in one commit.
 Each chunk row's metadata names its ``chunking``; the document row keeps the
-newest set's revision and chunking in its metadata under ``_ragrun``.
+newest set's ``revision`` and ``chunking`` in columns of their own.
 """
 
 from __future__ import annotations
@@ -46,22 +46,16 @@ FROM STDIN WITH (FORMAT BINARY)
 """
 _COPY_TYPES = ["text", "text", "int8", "int4", "text", "int4", "jsonb", "text", "vector"]
 
-# Writer bookkeeping kept with the object's metadata (no column of its own yet):
-# the revision and chunking of the document's newest chunk set.
-BOOKKEEPING_KEY = "_ragrun"
-
 _INSERT_DOCUMENT = """
 INSERT INTO ragrun.documents
     (document_id, bucket, name, generation, content_type, size_bytes, metadata,
-     state, chunks_expected, error)
+     state, chunks_expected, error, revision, chunking)
 VALUES (%(document_id)s, %(bucket)s, %(name)s, %(generation)s, %(content_type)s,
-        %(size)s, %(metadata)s, %(state)s, %(expected)s, %(error)s)
+        %(size)s, %(metadata)s, %(state)s, %(expected)s, %(error)s, %(revision)s, %(chunking)s)
 ON CONFLICT (document_id) DO NOTHING
 """
 _CURRENT = """
-SELECT generation, state, active_generation, chunks_expected,
-       coalesce((metadata #>> '{_ragrun,revision}')::bigint, 0),
-       coalesce(metadata #>> '{_ragrun,chunking}', '')
+SELECT generation, state, active_generation, chunks_expected, revision, chunking
 FROM ragrun.documents WHERE document_id = %s FOR UPDATE
 """
 _REPLACE_DOCUMENT = """
@@ -74,6 +68,8 @@ UPDATE ragrun.documents SET
     chunks_expected = %(expected)s,
     chunks_written = 0,
     error = %(error)s,
+    revision = %(revision)s,
+    chunking = %(chunking)s,
     updated_at = now()
 WHERE document_id = %(document_id)s
 """
@@ -150,7 +146,6 @@ def _state(plan: DocumentPlan) -> str:
 
 def _document_params(plan: DocumentPlan) -> dict[str, Any]:
     ref = plan.ref
-    bookkeeping = {"revision": ref.revision, "chunking": ref.chunking}
     return {
         "document_id": ref.document_id,
         "bucket": ref.bucket,
@@ -158,10 +153,12 @@ def _document_params(plan: DocumentPlan) -> dict[str, Any]:
         "generation": ref.generation,
         "content_type": ref.content_type,
         "size": ref.size,
-        "metadata": Jsonb({**ref.metadata, BOOKKEEPING_KEY: bookkeeping}),
+        "metadata": Jsonb(ref.metadata),
         "state": _state(plan),
         "expected": ref.chunk_count,
         "error": ref.error,
+        "revision": ref.revision,
+        "chunking": ref.chunking,
     }
 
 
