@@ -37,14 +37,17 @@ class Stack:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run the real ``ragrun`` command against this stack."""
-        return subprocess.run(
+        done = subprocess.run(
             [sys.executable, "-m", "ragrun_cli.main", *args],
             env={**os.environ, **self.env},
             capture_output=True,
             text=True,
             timeout=120,
-            check=check,
+            check=False,
         )
+        if check and done.returncode != 0:
+            raise AssertionError(f"ragrun {' '.join(args)} exited {done.returncode}: {done.stderr}")
+        return done
 
     def status(self) -> dict[str, dict[str, Any]]:
         rows = json.loads(self.cli("status", "--json").stdout)

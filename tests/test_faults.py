@@ -7,6 +7,7 @@ document indexed, every expected chunk present exactly once, nothing stale.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -190,17 +191,28 @@ def test_poison_message_is_dead_lettered_while_others_flow(faults_stack: Stack) 
     upload(faults_stack, docs)
     wait_for(lambda: settled(faults_stack, list(docs)), 180, "the other documents indexed")
 
-    subscriber = pubsub_v1.SubscriberClient()
-    dead = subscriber.subscription_path(project, "ragrun-writer-dead-letter")
-    found: list[int | None] = []
+    def listed() -> list[dict[str, object]]:
+        out = faults_stack.cli("dlq", "list", "writer", "--json").stdout
+        return [d for d in json.loads(out) if str(d["document"]).startswith(poison_doc.uri)]
+
+    letters: list[dict[str, object]] = []
 
     def dead_lettered() -> bool:
-        response = subscriber.pull(subscription=dead, max_messages=10, timeout=5)
-        for received in response.received_messages:
-            if received.message.attributes.get("document_id") == poison_doc.document_id:
-                found.append(received.delivery_attempt)
-            subscriber.acknowledge(subscription=dead, ack_ids=[received.ack_id])
-        return bool(found)
+        letters[:] = listed()
+        return bool(letters)
 
-    wait_for(dead_lettered, 180, "the poison message on the dead-letter subscription")
+    wait_for(dead_lettered, 180, "the poison message on the writer's dead-letter subscription")
+    assert "valid message the writer kept failing on" in str(letters[0]["reason"])
+    assert listed(), "listing must leave the dead letter where it is"
     count_exactly_once(faults_stack, list(docs))
+
+    # After "fixing" nothing, a replay sends it back; it dead-letters again, not lost.
+    before = {letter["message_id"] for letter in letters}
+    replayed = faults_stack.cli("dlq", "replay", "writer").stdout
+    assert "writer: sent" in replayed and "sent 0 " not in replayed
+    assert not before & {letter["message_id"] for letter in listed()}
+
+    def back_again() -> bool:
+        return any(letter["message_id"] not in before for letter in listed())
+
+    wait_for(back_again, 180, "the replayed poison message to be dead-lettered again")

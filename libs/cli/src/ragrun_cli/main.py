@@ -271,6 +271,33 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from ragrun_cli import dlq
+    from ragrun_cli.replay import STAGES
+    from ragrun_common.settings import CommonSettings
+
+    _use_stack_env()
+    settings = CommonSettings()
+    stages = (args.stage,) if args.stage else STAGES
+    if args.dlq_command == "replay":
+        counts = dlq.replay_dead_letters(settings, stages, limit=args.limit)
+        for stage, count in counts.items():
+            print(f"{stage}: sent {count} dead letter(s) back")
+        return 0
+    letters = dlq.list_dead_letters(settings, stages, limit=args.limit)
+    if args.json:
+        print(dlq.as_json(letters))
+        return 0
+    for letter in letters:
+        attempts = letter.attempts if letter.attempts is not None else "?"
+        print(
+            f"{letter.stage:<8}  {letter.published}  attempts={attempts}  {letter.document}\n"
+            f"          {letter.reason}"
+        )
+    print(f"{len(letters)} dead letter(s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ragrun", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -326,6 +353,19 @@ def build_parser() -> argparse.ArgumentParser:
     delete = snap_sub.add_parser("delete", help="delete a snapshot")
     delete.add_argument("name")
     snap.set_defaults(func=cmd_snapshot)
+
+    dlq = sub.add_parser("dlq", help="list or replay dead-lettered messages")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    verbs = {
+        "list": "what each stage gave up on, and why",
+        "replay": "send dead letters back to their stage after a fix",
+    }
+    for verb, text in verbs.items():
+        verb_parser = dlq_sub.add_parser(verb, help=text)
+        verb_parser.add_argument("stage", nargs="?", choices=("chunker", "embedder", "writer"))
+        verb_parser.add_argument("--limit", type=int, default=100)
+        verb_parser.add_argument("--json", action="store_true")
+        verb_parser.set_defaults(func=cmd_dlq)
 
     reindex = sub.add_parser(
         "reindex",
