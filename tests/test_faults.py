@@ -121,12 +121,17 @@ def test_postgres_restart_mid_write(faults_stack: Stack) -> None:
     assert postgres is not None
     time.sleep(2.0)
     postgres.stop()
-    time.sleep(2.0)
+    time.sleep(15.0)  # longer than Pub/Sub's redelivery backoff for five attempts
     postgres.start()  # same port, same data
     uploader.join()
     names = list(docs)
     wait_for(lambda: settled(faults_stack, names), 300, "all 150 documents indexed")
     assert count_exactly_once(faults_stack, names)[0] == 150
+    # The writer held its messages while the database was away: none dead-lettered.
+    log = (faults_stack.local.log_dir / "writer.log").read_text()
+    assert '"writer flush"' in log
+    dead = json.loads(faults_stack.cli("dlq", "list", "writer", "--json").stdout)
+    assert not [d for d in dead if str(d["document"]).startswith("gs://faults/pg/")]
 
 
 def test_429_storm_backs_off_and_loses_nothing(faults_stack: Stack, vertex: VertexStub) -> None:

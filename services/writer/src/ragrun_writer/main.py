@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 import psycopg
 from google.cloud import pubsub_v1
@@ -22,20 +23,22 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ragrun_common import telemetry
 from ragrun_common.contracts import VectorBatch
 from ragrun_common.db import make_pool, migrate_url
-from ragrun_common.errors import ContractError
+from ragrun_common.errors import ContractError, RetryableError
 from ragrun_common.logs import configure_logging
 from ragrun_common.pubsub import BatchingSubscriber, Outcome, Received
+from ragrun_common.retry import Backoff, call_with_retries
 from ragrun_writer.plan import plan_flush
 from ragrun_writer.settings import WriterSettings
-from ragrun_writer.store import write_flush
+from ragrun_writer.store import FlushResult, write_flush
 
 log = logging.getLogger("ragrun.writer")
 
 
 @dataclass
 class Writer:
-    pool: ConnectionPool
+    pool: ConnectionPool[psycopg.Connection[Any]]
     dim: int
+    backoff: Backoff = field(default_factory=Backoff)
 
     def decode(self, message: Received) -> VectorBatch:
         batch = VectorBatch.decode(message.data, message.attributes)
@@ -58,9 +61,8 @@ class Writer:
             outcomes[i] = outcome
         return outcomes
 
-    def _write(self, decoded: list[tuple[int, VectorBatch]]) -> list[tuple[int, Outcome]]:
-        if not decoded:
-            return []
+    def _flush(self, batches: list[VectorBatch]) -> FlushResult:
+        """One transaction for ``batches``; a lost database is a RetryableError."""
         try:
             with (
                 self.pool.connection() as conn,
@@ -70,10 +72,24 @@ class Writer:
                     attributes={"db.system.name": "postgresql", "db.operation.name": "COPY"},
                 ) as span,
             ):
-                result = write_flush(conn, plan_flush([batch for _, batch in decoded]))
+                result = write_flush(conn, plan_flush(batches))
                 span.set_attribute("ragrun.rows", result.rows_loaded)
                 span.set_attribute("ragrun.documents", result.documents)
+                return result
         except (psycopg.OperationalError, PoolTimeout) as e:
+            raise RetryableError(f"database unavailable: {e}") from e
+
+    def _write(self, decoded: list[tuple[int, VectorBatch]]) -> list[tuple[int, Outcome]]:
+        if not decoded:
+            return []
+        batches = [batch for _, batch in decoded]
+        try:
+            # Hold the messages (their leases are kept alive) while the database is
+            # away, rather than burning Pub/Sub delivery attempts toward the DLQ.
+            result = call_with_retries(
+                lambda: self._flush(batches), self.backoff, what="writer flush"
+            )
+        except RetryableError as e:
             log.warning("writer.retry", extra={"fields": {"error": str(e)}})
             return [(i, Outcome.NACK) for i, _ in decoded]
         except psycopg.Error as e:
@@ -108,7 +124,7 @@ def main() -> None:
     dim = settings.embedding.dim
     migrate_url(settings.database_url, dim)
     pool = make_pool(settings.database_url, max_size=2, name="writer")
-    writer = Writer(pool=pool, dim=dim)
+    writer = Writer(pool=pool, dim=dim, backoff=Backoff(deadline_s=settings.retry_deadline_s))
     subscriber = pubsub_v1.SubscriberClient()
     worker = BatchingSubscriber(
         subscription_path=subscriber.subscription_path(

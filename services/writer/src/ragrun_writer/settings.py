@@ -10,3 +10,4 @@ class WriterSettings(CommonSettings):
     max_messages: int = Field(200, ge=1, validation_alias="RAGRUN_WRITER_MAX_MESSAGES")
     max_latency_ms: int = Field(200, ge=0, validation_alias="RAGRUN_WRITER_MAX_LATENCY_MS")
     flow_max_messages: int = Field(400, ge=1, validation_alias="RAGRUN_WRITER_FLOW_MESSAGES")
+    retry_deadline_s: float = Field(300, ge=0, validation_alias="RAGRUN_WRITER_RETRY_DEADLINE_S")
