@@ -316,3 +316,43 @@ def test_new_generation_during_a_replay_wins(conn: psycopg.Connection[object]) -
     assert chunks(conn) == [(2, 0, "v2 0")]
     write(conn, batch(rechunked(2, "tokens=256", revision=400), [1], "replayed {i}"))  # gen 1
     assert chunks(conn) == [(2, 0, "v2 0")]
+
+
+def test_streamed_set_completes_only_with_its_manifest_sent_last(
+    conn: psycopg.Connection[object],
+) -> None:
+    """Batches of a streamed document bound the count; the manifest (last) has the total."""
+    streamed = ref(count=1000, chunk_count_final=False)  # 1000: the chunker's RAGRUN_MAX_CHUNKS
+    manifest = ref(count=3)
+    write(conn, batch(streamed, [0, 1]))
+    assert document(conn)[:5] == ("embedding", 1, None, 2, 1000)
+    write(conn, batch(streamed, [2]))
+    assert document(conn)[:4] == ("embedding", 1, None, 3)  # all chunks there, count not known
+    write(conn, empty(manifest))
+    assert document(conn)[:5] == ("indexed", 1, 1, 3, 3)
+
+
+def test_streamed_manifest_delivered_first_or_in_the_same_flush(
+    conn: psycopg.Connection[object],
+) -> None:
+    streamed = ref(count=1000, chunk_count_final=False)
+    write(conn, empty(ref(count=2)))  # the manifest overtook the batches
+    write(conn, batch(streamed, [0]))
+    assert document(conn)[:5] == ("embedding", 1, None, 1, 2)
+    write(conn, batch(streamed, [1]))
+    assert document(conn)[:5] == ("indexed", 1, 1, 2, 2)
+
+    other = ref(name="b.txt", count=1000, chunk_count_final=False)
+    write(conn, batch(other, [0]), empty(ref(name="b.txt", count=2)), batch(other, [1]))
+    assert document(conn, "b.txt")[:5] == ("indexed", 1, 1, 2, 2)
+
+
+def test_streamed_set_that_fails_midway_is_recorded_failed(
+    conn: psycopg.Connection[object],
+) -> None:
+    streamed = ref(count=1000, chunk_count_final=False)
+    write(conn, batch(streamed, [0, 1]))
+    write(conn, empty(ref(count=0, error="not valid UTF-8")))
+    assert document(conn)[0] == "failed" and chunks(conn) == []
+    write(conn, batch(streamed, [2]))  # a late batch of the failed set changes nothing
+    assert document(conn)[0] == "failed" and chunks(conn) == []

@@ -69,6 +69,12 @@ class DocumentRef(_Frozen):
     change produces a new chunk set for the same generation; the writer keeps
     the newest revision and serves the previous complete set until it is done.
     Both default to empty/0, as in messages from before they existed.
+
+    ``chunk_count_final`` is False on the chunk batches of a document the
+    chunker streams (a large text object): their total is not known until the
+    end, so they carry an upper bound (the chunker's ``RAGRUN_MAX_CHUNKS``) and
+    the manifest, published last, carries the final count. It defaults to
+    True, as in messages from before it existed.
     """
 
     bucket: str
@@ -82,6 +88,7 @@ class DocumentRef(_Frozen):
     deleted: bool = False
     chunking: str = ""
     revision: int = Field(0, ge=0)
+    chunk_count_final: bool = True
 
     @property
     def document_id(self) -> str:

@@ -96,19 +96,22 @@ def chunk(document: ExtractedDocument, config: ChunkingConfig) -> list[TextChunk
     The result depends only on the document and the config, so re-chunking the
     same object version gives the same chunks (and the same chunk ids).
     """
-    chunks: list[TextChunk] = []
-    for section in document.sections:
+    return list(iter_chunks(document.sections, config))
+
+
+def iter_chunks(sections: Iterable[Section], config: ChunkingConfig) -> Iterator[TextChunk]:
+    """The chunks of ``sections`` one by one, for documents streamed section by section."""
+    index = 0
+    for section in sections:
         for text in _section_chunks(section, config):
-            chunks.append(
-                TextChunk(
-                    index=len(chunks),
-                    text=text,
-                    tokens=count_tokens(text),
-                    headings=section.headings,
-                    page=section.page,
-                )
+            yield TextChunk(
+                index=index,
+                text=text,
+                tokens=count_tokens(text),
+                headings=section.headings,
+                page=section.page,
             )
-    return chunks
+            index += 1
 
 
 def _section_chunks(section: Section, config: ChunkingConfig) -> Iterator[str]:

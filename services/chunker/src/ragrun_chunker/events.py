@@ -54,6 +54,7 @@ class ObjectEvent:
     size: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     reason: str = ""
+    content_encoding: str | None = None  # "gzip": stored compressed (decompressive transcoding)
 
     def document(self) -> DocumentRef:
         return DocumentRef(
@@ -91,6 +92,7 @@ def _from_resource(
         content_type=resource.get("contentType"),
         size=size,
         metadata={str(k): str(v) for k, v in metadata.items()},
+        content_encoding=resource.get("contentEncoding"),
     )
 
 

@@ -11,9 +11,11 @@ retrying the same bytes cannot help, so the adapter acks and records the reason.
 
 from __future__ import annotations
 
+import codecs
+import html as html_entities
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -178,6 +180,114 @@ def _extract_plain(data: bytes, request: _Request) -> ExtractedDocument:
     return ExtractedDocument(content_type=PLAIN, sections=[Section(text)] if text else [])
 
 
+# --- streamed text (plain and Markdown objects too large to hold) -------------------------
+
+STREAMABLE = frozenset({PLAIN, MARKDOWN})
+
+
+def decode_utf8_stream(blocks: Iterable[bytes], name: str) -> Iterator[str]:
+    """The text of a UTF-8 byte stream, piece by piece, with newlines normalised.
+
+    Fails like :func:`extract` does (invalid UTF-8, NUL characters) as soon as
+    the offending bytes arrive, and when the stream holds no text at all.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    offset = 0  # bytes consumed before the current block
+    pending_cr = False  # a "\r" at the end of a piece may start a "\r\n"
+    seen_text = False
+    final = False
+    iterator = iter(blocks)
+    while not final:
+        block = next(iterator, None)
+        final = block is None
+        try:
+            text = decoder.decode(block or b"", final=final)
+        except UnicodeDecodeError as e:
+            raise ExtractionError(
+                f"{name!r} is not valid UTF-8 text (invalid byte at offset {offset + e.start});"
+                " save it as UTF-8 and upload it again"
+            ) from e
+        offset += len(block or b"")
+        if "\x00" in text:
+            raise ExtractionError(
+                f"{name!r} is not UTF-8 text: it contains NUL characters (binary or UTF-16?)"
+            )
+        if pending_cr:
+            text = "\r" + text
+        pending_cr = text.endswith("\r") and not final
+        if pending_cr:
+            text = text[:-1]
+        text = _normalise_newlines(text)
+        seen_text = seen_text or not text.isspace() and bool(text)
+        if text:
+            yield text
+    if not seen_text:
+        raise ExtractionError(f"no text found in {name!r}: the file is empty")
+
+
+def _segment_end(buffer: str, limit: int) -> int:
+    """Where to end the segment starting ``buffer``: the last strong break before ``limit``.
+
+    Depends only on ``buffer[:limit]``, so the segments of a text are the same
+    however it arrived in pieces.
+    """
+    for separator in ("\n\n", "\n", " ", "\t"):
+        at = buffer.rfind(separator, limit // 2, limit)
+        if at >= 0:
+            return at + len(separator)
+    return limit
+
+
+def _plain_sections(pieces: Iterable[str], max_chars: int) -> Iterator[Section]:
+    buffer = ""
+    for piece in pieces:
+        buffer += piece
+        while len(buffer) >= 2 * max_chars:
+            end = _segment_end(buffer, max_chars)
+            if text := buffer[:end].strip():
+                yield Section(text)
+            buffer = buffer[end:]
+    while buffer:
+        end = _segment_end(buffer, max_chars) if len(buffer) > max_chars else len(buffer)
+        if text := buffer[:end].strip():
+            yield Section(text)
+        buffer = buffer[end:]
+
+
+def _lines(pieces: Iterable[str], max_chars: int) -> Iterator[str]:
+    """The lines of a text arriving in pieces; a line longer than ``max_chars`` comes in parts."""
+    partial = ""
+    for piece in pieces:
+        partial += piece
+        start = 0
+        while (end := partial.find("\n", start)) >= 0:
+            yield partial[start:end]
+            start = end + 1
+        partial = partial[start:]
+        while len(partial) >= 2 * max_chars:
+            end = _segment_end(partial, max_chars)
+            yield partial[:end]
+            partial = partial[end:]
+    yield partial
+
+
+def stream_sections(
+    kind: str, pieces: Iterable[str], max_chars: int = 1 << 20
+) -> Iterator[Section]:
+    """The sections of a streamed plain or Markdown text, each at most about ``2 * max_chars``.
+
+    Sections are cut where the whole-object extractors would not cut (at a
+    paragraph break near ``max_chars``), so a streamed text's chunks may differ
+    slightly from those of the same text read whole; they are still the same
+    every time for the same bytes.
+    """
+    if kind == PLAIN:
+        return _plain_sections(pieces, max_chars)
+    if kind == MARKDOWN:
+        return _markdown_sections(_lines(pieces, max_chars), max_chars)
+    raise ValueError(f"{kind} is not streamed")
+
+
 # --- sections under headings (shared by Markdown and HTML) --------------------------------
 
 
@@ -188,11 +298,16 @@ class _SectionBuilder:
     follows at once: its title lives on in the deeper sections' heading paths.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_chars: int | None = None) -> None:
         self._sections: list[Section] = []
         self._path: list[tuple[int, str]] = []
         self._lines: list[str] = []
+        self._chars = 0
         self._bare_heading = False
+        # When set, a section is cut into parts of about this size (at a blank
+        # line if there is one soon), so a streamed document never holds a whole
+        # long section; the parts keep the section's heading path.
+        self._max_chars = max_chars
 
     def heading(self, level: int, title: str, line: str) -> None:
         """Start a new section under the heading ``title`` of ``level`` (1 = outermost)."""
@@ -202,6 +317,7 @@ class _SectionBuilder:
             self._path.pop()
         self._path.append((level, title))
         self._lines = [line]
+        self._chars = len(line) + 1
         self._bare_heading = True
 
     def line(self, text: str) -> None:
@@ -211,7 +327,16 @@ class _SectionBuilder:
             return  # one blank line is enough to mark a paragraph
         if text:
             self._bare_heading = False
+        limit = self._max_chars
+        if limit is not None and (self._chars >= 2 * limit or (self._chars >= limit and not text)):
+            self._flush(drop_bare=False)
         self._lines.append(text)
+        self._chars += len(text) + 1
+
+    def ready(self) -> list[Section]:
+        """The sections completed so far, handed over once (for streaming)."""
+        done, self._sections = self._sections, []
+        return done
 
     def finish(self) -> list[Section]:
         """The sections collected so far, in document order."""
@@ -224,6 +349,7 @@ class _SectionBuilder:
             headings = tuple(title for _, title in self._path)
             self._sections.append(Section(text=text, headings=headings))
         self._lines = []
+        self._chars = 0
         self._bare_heading = False
 
 
@@ -234,29 +360,34 @@ _ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t]*$")
 _ATX_CLOSING = re.compile(r"(?:^|[ \t]+)#+$")
 
 
-def _extract_markdown(data: bytes, request: _Request) -> ExtractedDocument:
-    builder = _SectionBuilder()
+def _markdown_sections(lines: Iterable[str], max_chars: int | None = None) -> Iterator[Section]:
+    """The sections of the Markdown ``lines``, as soon as each is complete."""
+    builder = _SectionBuilder(max_chars)
     fence: str | None = None  # the opening fence while inside a fenced code block
-    for line in _decode_utf8(data, request.name).split("\n"):
+    for line in lines:
         if fence is not None:
             stripped = line.strip()
             if stripped.startswith(fence) and not stripped.strip(fence[0]):
                 fence = None
             builder.line(line)
-            continue
-        opening = _FENCE_OPEN.match(line)
-        if opening is not None:
+        elif (opening := _FENCE_OPEN.match(line)) is not None:
             fence = opening.group(1)
             builder.line(line)
-            continue
-        heading = _ATX_HEADING.match(line)
-        title = _ATX_CLOSING.sub("", heading.group(2) or "").strip() if heading else ""
-        if heading is not None and title:
-            # The heading line stays in the text too, so its words are searchable.
-            builder.heading(len(heading.group(1)), title, line.strip())
         else:
-            builder.line(line)
-    return ExtractedDocument(content_type=MARKDOWN, sections=builder.finish())
+            heading = _ATX_HEADING.match(line)
+            title = _ATX_CLOSING.sub("", heading.group(2) or "").strip() if heading else ""
+            if heading is not None and title:
+                # The heading line stays in the text too, so its words are searchable.
+                builder.heading(len(heading.group(1)), title, line.strip())
+            else:
+                builder.line(line)
+        yield from builder.ready()
+    yield from builder.finish()
+
+
+def _extract_markdown(data: bytes, request: _Request) -> ExtractedDocument:
+    lines = _decode_utf8(data, request.name).split("\n")
+    return ExtractedDocument(content_type=MARKDOWN, sections=list(_markdown_sections(lines)))
 
 
 # --- text/html ----------------------------------------------------------------------------
@@ -385,11 +516,49 @@ class _HtmlText:
         self._verbatim = False
 
 
+# Beyond this many tags a parse tree would take far more memory than the markup
+# (hundreds of bytes per element); such pages get the linear extractor instead.
+_HTML_MAX_TAGS = 200_000
+_HTML_BLOCK_START = re.compile(
+    r"<(script|style|noscript|template|head|title|svg|iframe|object)\b|<!--", re.IGNORECASE
+)
+_HTML_TAG = re.compile(r"<[^<>]*>")  # never scans past the next "<": linear on any input
+
+
+def _without_blocks(markup: str) -> str:
+    """``markup`` without comments and the content of non-text elements, in one pass."""
+    parts: list[str] = []
+    position = 0
+    while (start := _HTML_BLOCK_START.search(markup, position)) is not None:
+        parts.append(markup[position : start.start()])
+        element = start.group(1)
+        closer = "-->" if element is None else rf"</{element}\s*>"
+        end = re.compile(closer, re.IGNORECASE).search(markup, start.end())
+        if end is None:
+            return " ".join(parts)  # unclosed: the rest is not text
+        position = end.end()
+    parts.append(markup[position:])
+    return " ".join(parts)
+
+
+def _extract_html_linear(markup: str) -> ExtractedDocument:
+    """Text of huge or absurdly nested markup: drop non-text elements and tags, one section.
+
+    Headings and paragraphs are not recognised here; the text is kept whole.
+    """
+    text = _HTML_TAG.sub(" ", _without_blocks(markup))
+    text = _WHITESPACE.sub(" ", html_entities.unescape(text).replace("\x00", "")).strip()
+    return ExtractedDocument(content_type=HTML, sections=[Section(text)] if text else [])
+
+
 def _extract_html(data: bytes, _request: _Request) -> ExtractedDocument:
     try:
         markup: str | bytes = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         markup = data  # let Beautiful Soup honour the page's declared charset
+    if data.count(b"<") > _HTML_MAX_TAGS:
+        text = markup if isinstance(markup, str) else data.decode("utf-8", errors="replace")
+        return _extract_html_linear(text)
     soup = BeautifulSoup(markup, "html.parser")
     out = _HtmlText()
     # An explicit stack instead of recursion: deeply nested markup must not

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import itertools
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import functions_framework
 from cloudevents.http.event import CloudEvent
-from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1, storage
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
@@ -28,19 +29,27 @@ from ragrun_chunker.core import (
     chunk_document,
     failure,
     fingerprint,
+    over_size,
+    size_limit,
     stamp,
+    stream_batches,
     to_batches,
 )
 from ragrun_chunker.events import Action, ObjectEvent, decode_event
+from ragrun_chunker.extract import STREAMABLE, detect_content_type
 from ragrun_chunker.settings import ChunkerSettings
+from ragrun_chunker.stream import GenerationGoneError, capped, gunzip_blocks, raw_blocks
 from ragrun_common import telemetry
-from ragrun_common.contracts import ChunkBatch
-from ragrun_common.errors import ContractError, PermanentError, RetryableError
+from ragrun_common.contracts import ChunkBatch, DocumentRef
+from ragrun_common.errors import ContractError, PermanentError
 from ragrun_common.gcs import storage_client
 from ragrun_common.logs import configure_logging
 from ragrun_common.pubsub import make_publisher, publish_all
 
 log = logging.getLogger("ragrun.chunker")
+
+# Chunk batches of a streamed document published (and confirmed) at a time.
+_STREAM_PUBLISH_BATCHES = 8
 
 
 @dataclass
@@ -69,7 +78,10 @@ class Chunker:
     def limits(self) -> Limits:
         s = self.settings
         return Limits(
-            max_object_bytes=s.max_object_bytes, max_pages=s.max_pages, max_chunks=s.max_chunks
+            max_object_bytes=s.max_object_bytes,
+            max_text_bytes=s.max_text_bytes,
+            max_pages=s.max_pages,
+            max_chunks=s.max_chunks,
         )
 
     def handle(self, event: ObjectEvent, parent: Context | None = None) -> None:
@@ -100,44 +112,100 @@ class Chunker:
         started = time.monotonic()
         try:
             check_size(document, self.limits)
-            data = self._download(event)
-            if data is None:
-                return
-            chunks = chunk_document(document, data, self.config, self.limits)
+            outcome = self._chunk(event, document)
+        except GenerationGoneError:
+            # A newer generation replaced this one (or it was deleted); its own event follows.
+            log.info("chunker.generation_gone", extra={"labels": labels})
+            return
         except PermanentError as e:
             log.error("chunker.failed", extra={"labels": labels, "fields": {"error": str(e)}})
             self._publish([failure(document, str(e))])
             return
-        batches = to_batches(document, chunks, self.settings.batch_limits)
-        telemetry.record_counts(
-            chunks=len(chunks), batches=len(batches) - 1, tokens=sum(c.tokens for c in chunks)
-        )
-        self._publish(batches)
-        telemetry.CHUNKS.add(len(chunks), {"stage": "chunker"})
+        chunks, batches, tokens, size = outcome
+        telemetry.record_counts(chunks=chunks, batches=batches, tokens=tokens)
+        telemetry.CHUNKS.add(chunks, {"stage": "chunker"})
         log.info(
             "chunker.chunked",
             extra={
                 "labels": labels,
                 "fields": {
-                    "chunks": len(chunks),
-                    "batches": len(batches) - 1,
-                    "bytes": len(data),
+                    "chunks": chunks,
+                    "batches": batches,
+                    "bytes": size,
                     "seconds": round(time.monotonic() - started, 3),
                 },
             },
         )
 
-    def _download(self, event: ObjectEvent) -> bytes | None:
+    def _chunk(self, event: ObjectEvent, document: DocumentRef) -> tuple[int, int, int, int]:
+        """Read, chunk and publish one object version: (chunks, batches, tokens, bytes).
+
+        An object up to RAGRUN_STREAM_TEXT_BYTES is read whole; a larger one is
+        streamed if it is plain text or Markdown, else read whole up to
+        RAGRUN_MAX_OBJECT_BYTES. Every size counts decoded (gunzipped) bytes.
+        """
+        s = self.settings
+        gzip = (event.content_encoding or "").strip().lower() == "gzip"
         blob = self.storage.bucket(event.bucket).blob(event.name, generation=event.generation)
-        try:
-            data: bytes = blob.download_as_bytes(raw_download=False)
-        except gexc.NotFound:
-            # A newer generation replaced this one (or it was deleted); its own event follows.
-            log.info("chunker.generation_gone", extra={"labels": event.document().labels()})
-            return None
-        except (gexc.GoogleAPICallError, OSError) as e:
-            raise RetryableError(f"download of gs://{event.bucket}/{event.name} failed") from e
-        return data
+        blocks: Iterable[bytes] = raw_blocks(blob, s.download_block_bytes)
+        if gzip:
+            blocks = gunzip_blocks(blocks, s.download_block_bytes)
+        blocks = iter(blocks)
+        held: list[bytes] = []
+        size = 0
+        for block in blocks:
+            held.append(block)
+            size += len(block)
+            if size > s.stream_text_bytes:
+                break
+        else:
+            return self._chunk_whole(document, b"".join(held))
+        head = b"".join(held)[:1024]
+        kind = detect_content_type(document.name, document.content_type, head)
+        limit, _ = size_limit(kind, self.limits)
+        rest = capped(
+            itertools.chain(held, blocks),
+            limit,
+            lambda: over_size(None, kind, self.limits, gzip=gzip),
+        )
+        if kind not in STREAMABLE:
+            check_size(document, self.limits, kind)
+            return self._chunk_whole(document, b"".join(rest))
+        return self._chunk_streamed(document, kind, rest)
+
+    def _chunk_whole(self, document: DocumentRef, data: bytes) -> tuple[int, int, int, int]:
+        chunks = chunk_document(document, data, self.config, self.limits)
+        batches = to_batches(document, chunks, self.settings.batch_limits)
+        self._publish(batches)
+        return len(chunks), len(batches) - 1, sum(c.tokens for c in chunks), len(data)
+
+    def _chunk_streamed(
+        self, document: DocumentRef, kind: str, blocks: Iterable[bytes]
+    ) -> tuple[int, int, int, int]:
+        size = 0
+
+        def counted() -> Iterator[bytes]:
+            nonlocal size
+            for block in blocks:
+                size += len(block)
+                yield block
+
+        chunks = batches = tokens = 0
+        pending: list[ChunkBatch] = []
+        stream = stream_batches(
+            document, kind, counted(), self.config, self.limits, self.settings.batch_limits
+        )
+        for batch in stream:
+            pending.append(batch)
+            if batch.chunks:
+                batches += 1
+                chunks += len(batch.chunks)
+                tokens += sum(c.tokens for c in batch.chunks)
+            if len(pending) >= _STREAM_PUBLISH_BATCHES:
+                self._publish(pending)
+                pending = []
+        self._publish(pending)  # ends with the manifest
+        return chunks, batches, tokens, size
 
     def _publish(self, batches: list[ChunkBatch]) -> None:
         publish_all(self.publisher, self.topic_path, [b.encode() for b in batches])

@@ -78,6 +78,23 @@ def same_set(a: DocumentRef, b: DocumentRef) -> bool:
     return (a.generation, a.revision, a.chunking) == (b.generation, b.revision, b.chunking)
 
 
+def knows_more(ref: DocumentRef, than: DocumentRef) -> bool:
+    """Whether ``ref`` has the final chunk count of a set that ``than`` only bounds.
+
+    Batches of a streamed document carry an upper bound; its manifest, sent
+    last but possibly delivered first, carries the count that decides completion.
+    """
+    return (
+        same_set(ref, than)
+        and ref.chunk_count_final
+        and not than.chunk_count_final
+        and ref.error is None
+        and not ref.deleted
+        and than.error is None
+        and not than.deleted
+    )
+
+
 def plan_flush(batches: Sequence[VectorBatch]) -> list[DocumentPlan]:
     """Per-document plans in document-id order (a stable lock order for the database)."""
     plans: dict[str, DocumentPlan] = {}
@@ -87,6 +104,8 @@ def plan_flush(batches: Sequence[VectorBatch]) -> list[DocumentPlan]:
         if plan is None or ref_key(ref) > ref_key(plan.ref):
             keep = plan.rows if plan and same_set(plan.ref, ref) else {}
             plan = plans[ref.document_id] = DocumentPlan(ref=ref, rows=keep)
+        elif knows_more(ref, plan.ref):
+            plan.ref = ref  # the manifest of a streamed set: its count is the final one
         if not same_set(ref, plan.ref) or plan.is_tombstone:
             continue
         for chunk, vector in zip(batch.chunks, batch.vectors, strict=True):

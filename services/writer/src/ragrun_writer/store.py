@@ -73,6 +73,10 @@ UPDATE ragrun.documents SET
     updated_at = now()
 WHERE document_id = %(document_id)s
 """
+_EXPECT = """
+UPDATE ragrun.documents SET chunks_expected = %(expected)s, updated_at = now()
+WHERE document_id = %(document_id)s
+"""
 _RETIRE = """
 WITH gone AS (DELETE FROM ragrun.chunks WHERE document_id = %(document_id)s)
 UPDATE ragrun.documents SET active_generation = NULL, chunks_written = 0, updated_at = now()
@@ -205,6 +209,11 @@ def write_flush(conn: psycopg.Connection[Any], plans: list[DocumentPlan]) -> Flu
                 continue
             if order > 0:
                 cur.execute(_REPLACE_DOCUMENT, params)
+                expected = ref.chunk_count
+            elif ref.chunk_count_final and expected != ref.chunk_count and not plan.is_tombstone:
+                # The manifest of a streamed chunk set: until it came, the stored
+                # count was only an upper bound (see DocumentRef.chunk_count_final).
+                cur.execute(_EXPECT, {"document_id": ref.document_id, "expected": ref.chunk_count})
                 expected = ref.chunk_count
             if plan.is_tombstone:
                 cur.execute(_RETIRE, {"document_id": ref.document_id})

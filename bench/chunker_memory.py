@@ -1,0 +1,168 @@
+"""Peak memory of the chunker (functions-framework process tree) on large and many objects.
+
+Starts the real local stack (hash embeddings), uploads one large text object
+through fake-gcs-server and waits until the chunker has published all of its
+batches, then uploads many small text objects and waits until all are
+chunked. After each scenario it reads the high-water mark of resident memory
+(``VmHWM`` in ``/proc/<pid>/status``) of every process of the chunker's tree
+(the gunicorn arbiter and its worker) and prints a table, which it also writes
+to ``bench/results/chunker-memory.md`` with the command that produced it.
+
+    .venv/bin/python bench/chunker_memory.py --text-mb 1024 --files 10000
+
+Not a test: it takes minutes (the chunker cuts text at about 1-2 MB/s a core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import Stack, started_stack, wait_for  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "chunker-memory.md"
+VOCABULARY = ["river", "granite", "lantern", "orbit", "meadow", "cipher", "harbor", "quartz"]
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for child in children:
+            out.extend(tree(int(child)))
+    return out
+
+
+def status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def peak_mib(stack: Stack) -> float:
+    """Largest VmHWM among the chunker's processes, MiB (the worker does the work)."""
+    pid = stack.local.procs["chunker"].pid
+    return max(status_kib(p, "VmHWM") for p in tree(pid)) / 1024
+
+
+def chunked_count(stack: Stack) -> int:
+    log = stack.local.log_dir / "chunker.log"
+    if not log.exists():
+        return 0
+    with log.open("rb") as f:
+        return sum(line.count(b'"chunker.chunked"') for line in f)
+
+
+def failures(stack: Stack) -> list[str]:
+    log = stack.local.log_dir / "chunker.log"
+    with log.open("rb") as f:
+        return [line.decode()[:300] for line in f if b'"chunker.failed"' in line]
+
+
+def write_text(path: Path, megabytes: int) -> None:
+    """A text file of paragraphs of words, written without holding it."""
+    paragraph = (" ".join(f"{VOCABULARY[k % 8]}{k % 997}" for k in range(150)) + ".\n\n").encode()
+    block = paragraph * (1024 * 1024 // len(paragraph) + 1)
+    block = block[: 1024 * 1024]
+    with path.open("wb") as f:
+        for _ in range(megabytes):
+            f.write(block)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--text-mb", type=int, default=1024, help="size of the large text object")
+    parser.add_argument("--files", type=int, default=10_000, help="number of small text objects")
+    parser.add_argument("--chunk-tokens", type=int, default=256)
+    parser.add_argument("--timeout", type=float, default=7200)
+    args = parser.parse_args()
+
+    env = {
+        "RAGRUN_MAX_CHUNKS": str(10_000_000),
+        "RAGRUN_CHUNK_TOKENS": str(args.chunk_tokens),
+        "RAGRUN_LOG_LEVEL": "INFO",
+    }
+    rows: list[tuple[str, str, str, str]] = []
+    with started_stack(embeddings="hash", bucket="bench-memory", extra_env=env) as stack:
+        bucket = stack.bucket()
+        baseline = peak_mib(stack)
+        rows.append(("idle chunker", "-", "-", f"{baseline:.0f}"))
+
+        if args.text_mb:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "large.txt"
+                write_text(path, args.text_mb)
+                blob = bucket.blob("bench/large.txt")
+                blob.chunk_size = 32 * 1024 * 1024
+                blob.upload_from_filename(str(path), content_type="text/plain")
+            started = time.monotonic()
+            before = chunked_count(stack)
+            wait_for(
+                lambda: chunked_count(stack) > before or bool(failures(stack)),
+                args.timeout,
+                "the large object chunked",
+            )
+            assert not failures(stack), failures(stack)
+            seconds = time.monotonic() - started
+            rows.append(
+                (
+                    f"one {args.text_mb} MiB text object",
+                    "1",
+                    f"{seconds:.0f}",
+                    f"{peak_mib(stack):.0f}",
+                )
+            )
+
+        if args.files:
+            before = chunked_count(stack)
+            started = time.monotonic()
+
+            def put(i: int) -> None:
+                text = f"Small file {i}. " + " ".join(VOCABULARY[(i + k) % 8] for k in range(200))
+                bucket.blob(f"bench/small/{i:05}.txt").upload_from_string(text)
+
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(put, range(args.files)))
+            wait_for(
+                lambda: chunked_count(stack) - before >= args.files,
+                args.timeout,
+                f"{args.files} small objects chunked",
+            )
+            seconds = time.monotonic() - started
+            rows.append(
+                (f"{args.files} small text objects", str(args.files), f"{seconds:.0f}",
+                 f"{peak_mib(stack):.0f}")
+            )  # fmt: skip
+
+    command = ".venv/bin/python bench/chunker_memory.py " + shlex.join(sys.argv[1:])
+    table = [
+        "| scenario | objects | seconds to chunked | chunker peak RSS (VmHWM, MiB, cumulative) |",
+        "|---|---|---|---|",
+        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
+    ]
+    text = "\n".join(table)
+    print(text)  # noqa: T201 - a benchmark's output
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        "# Chunker peak memory\n\n"
+        f"Command: `{command}`\n\n"
+        f"Machine: {os.cpu_count()} cores, shared; hash embeddings; chunk tokens "
+        f"{args.chunk_tokens}; gunicorn gthread worker (THREADS default).\n"
+        "VmHWM is a high-water mark: each row includes the rows above it.\n\n"
+        f"{text}\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
