@@ -335,12 +335,15 @@ class Terraform:
         return expr
 
     def local_map(self, expr: str) -> dict[str, Any]:
-        """The one `local.X` map an expression (a for_each, say) draws from."""
-        names = set(re.findall(r"\blocal\.(\w+)", expr))
-        assert len(names) == 1, expr
-        value = self.locals[names.pop()]
-        assert isinstance(value, dict), expr
-        return value
+        """The `local.X` maps an expression (a for_each, or a merge of them) draws from."""
+        names = re.findall(r"\blocal\.(\w+)", expr)
+        assert names, expr
+        merged: dict[str, Any] = {}
+        for name in names:
+            value = self.locals[name]
+            assert isinstance(value, dict), expr
+            merged.update(value)
+        return merged
 
 
 @pytest.fixture(scope="module")
@@ -567,7 +570,12 @@ def test_no_public_invoker_unless_query_public(tf: Terraform) -> None:
 
 
 def test_project_wide_roles_are_only_the_unavoidable_ones(tf: Terraform) -> None:
-    allowed = {"roles/aiplatform.user", "roles/alloydb.client"}
+    allowed = {
+        "roles/aiplatform.user",
+        "roles/alloydb.client",
+        "roles/cloudtrace.agent",  # exporting spans (traces_exporter = "gcp")
+        "roles/monitoring.metricWriter",  # exporting metrics (traces_exporter = "gcp")
+    }
     for rtype in ("google_project_iam_member", "google_project_iam_binding"):
         for name, body in tf.of_type(rtype).items():
             assert body["role"] in allowed, f"{rtype}.{name} grants {body['role']} project-wide"

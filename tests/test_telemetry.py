@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import importlib
 import io
 import json
 import logging
@@ -455,3 +456,17 @@ def test_log_lines_outside_a_span_carry_no_trace() -> None:
     assert TraceContextFilter(PROJECT).filter(record)
     line = json.loads(CloudLoggingFormatter("test").format(record))
     assert "logging.googleapis.com/trace" not in line
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+        "opentelemetry.exporter.cloud_trace",
+        "opentelemetry.exporter.cloud_monitoring",
+    ],
+)
+def test_every_exporter_ships_with_the_services(module: str) -> None:
+    """RAGRUN_TRACES_EXPORTER=otlp|gcp works in every image: the packages are dependencies."""
+    assert importlib.import_module(module) is not None

@@ -77,6 +77,10 @@ locals {
     RAGRUN_WRITER_SUBSCRIPTION   = google_pubsub_subscription.writer.name
     RAGRUN_LOG_LEVEL             = var.log_level
   }
+  # The pipeline stages export traces and metrics (the query service does not yet).
+  traced_env = {
+    RAGRUN_TRACES_EXPORTER = var.traces_exporter
+  }
 }
 
 resource "google_project_service" "apis" {

@@ -33,7 +33,7 @@ resource "google_cloud_run_v2_service" "chunker" {
       }
 
       dynamic "env" {
-        for_each = local.common_env
+        for_each = merge(local.common_env, local.traced_env)
         content {
           name  = env.key
           value = env.value
@@ -119,7 +119,7 @@ resource "google_cloud_run_v2_service" "worker" {
       }
 
       dynamic "env" {
-        for_each = local.common_env
+        for_each = merge(local.common_env, local.traced_env)
         content {
           name  = env.key
           value = env.value
@@ -191,7 +191,7 @@ resource "google_cloud_run_v2_worker_pool" "worker" {
       }
 
       dynamic "env" {
-        for_each = local.common_env
+        for_each = merge(local.common_env, local.traced_env)
         content {
           name  = env.key
           value = env.value

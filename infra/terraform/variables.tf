@@ -97,6 +97,16 @@ variable "vertex_location" {
   default     = null
 }
 
+variable "traces_exporter" {
+  description = "RAGRUN_TRACES_EXPORTER of the chunker, embedder and writer: none, console, otlp or gcp (Cloud Trace and Cloud Monitoring)."
+  type        = string
+  default     = "gcp"
+  validation {
+    condition     = contains(["none", "console", "otlp", "gcp"], var.traces_exporter)
+    error_message = "traces_exporter must be none, console, otlp or gcp."
+  }
+}
+
 variable "log_level" {
   description = "RAGRUN_LOG_LEVEL for every service."
   type        = string
