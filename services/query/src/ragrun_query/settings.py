@@ -14,7 +14,7 @@ def _env(name: str) -> AliasChoices:
 
 #: hnsw.ef_search when neither the request nor RAGRUN_QUERY_EF_SEARCH says otherwise: the
 #: smallest value that reached recall@10 >= 0.95 against exact search in bench/query_bench.py.
-DEFAULT_EF_SEARCH = 40
+DEFAULT_EF_SEARCH = 32
 
 
 class QuerySettings(CommonSettings):
