@@ -115,21 +115,32 @@ def test_kill_9_embedder_and_writer_mid_stream(faults_stack: Stack) -> None:
 
 def test_postgres_restart_mid_write(faults_stack: Stack) -> None:
     docs = {f"pg/doc-{i:03}.txt": document_text(i) for i in range(150)}
-    uploader = threading.Thread(target=upload, args=(faults_stack, docs))
+    names = list(docs)
+    first, second = names[:75], names[75:]
+    uploader = threading.Thread(target=upload, args=(faults_stack, {n: docs[n] for n in first}))
     uploader.start()
     postgres = faults_stack.local.postgres
     assert postgres is not None
-    time.sleep(2.0)
-    postgres.stop()
+    writer_log = faults_stack.local.log_dir / "writer.log"
+
+    def some_indexed() -> bool:
+        with psycopg.connect(faults_stack.env["DATABASE_URL"]) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM ragrun.documents WHERE name = ANY(%s) AND state = 'indexed'",
+                (first,),
+            ).fetchone()
+        return bool(row and row[0] > 0)
+
+    wait_for(some_indexed, 120, "the first documents written")
+    postgres.stop()  # mid-stream: the rest of the first half is still on its way
+    uploader.join()
+    upload(faults_stack, {n: docs[n] for n in second})  # arrives while the database is away
+    wait_for(lambda: '"writer flush"' in writer_log.read_text(), 120, "the writer to retry")
     time.sleep(15.0)  # longer than Pub/Sub's redelivery backoff for five attempts
     postgres.start()  # same port, same data
-    uploader.join()
-    names = list(docs)
     wait_for(lambda: settled(faults_stack, names), 300, "all 150 documents indexed")
     assert count_exactly_once(faults_stack, names)[0] == 150
     # The writer held its messages while the database was away: none dead-lettered.
-    log = (faults_stack.local.log_dir / "writer.log").read_text()
-    assert '"writer flush"' in log
     dead = json.loads(faults_stack.cli("dlq", "list", "writer", "--json").stdout)
     assert not [d for d in dead if str(d["document"]).startswith("gs://faults/pg/")]
 
