@@ -9,7 +9,6 @@ through google-genai in Vertex mode (:class:`GeminiAnswerModel`); anything with
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,6 +22,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from google.oauth2.credentials import Credentials
 
+from ragrun_common.transport import NETWORK_ERRORS
 from ragrun_query.errors import AnswerRejectedError, AnswerUnavailableError, RequestError
 from ragrun_query.search import QUERY_FIELDS, QueryRequest, Result, parse_bool, reject_unknown
 
@@ -103,30 +103,7 @@ def citations(answer: str, sources: Sequence[Result]) -> list[dict[str, Any]]:
     ]
 
 
-def _network_errors() -> tuple[type[BaseException], ...]:
-    found: list[type[BaseException]] = [
-        TimeoutError,
-        ConnectionError,
-        google.auth.exceptions.TransportError,
-    ]
-    for module_name, attribute in (
-        ("httpx2", "RequestError"),
-        ("httpx", "RequestError"),
-        ("httpx2", "StreamError"),
-        ("httpx", "StreamError"),
-        ("requests", "RequestException"),
-    ):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        error_type = getattr(module, attribute, None)
-        if isinstance(error_type, type) and issubclass(error_type, BaseException):
-            found.append(error_type)
-    return tuple(found)
-
-
-_NETWORK_ERRORS = _network_errors()
+_NETWORK_ERRORS = NETWORK_ERRORS
 
 
 class GeminiAnswerModel:

@@ -8,7 +8,6 @@ error roots so the calling stage can nack (retry) or ack (give up).
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Sequence
 from typing import NoReturn
@@ -24,39 +23,13 @@ from google.oauth2.credentials import Credentials
 from ragrun_common.contracts import Vectors
 from ragrun_common.embeddings.base import Task
 from ragrun_common.errors import PermanentError, RetryableError, ThrottledError
+from ragrun_common.transport import NETWORK_ERRORS
 
 # The statuses Google documents as transient (the SDK's own retry set).
 _RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
-def _network_errors() -> tuple[type[BaseException], ...]:
-    """Exception types meaning "the request did not get a complete answer".
-
-    google-genai 3.x sends through ``httpx2`` (older releases through ``httpx``),
-    and through ``requests`` when it uses google-auth's mTLS session, so each
-    transport's root error is included when that library is installed.
-    """
-    found: list[type[BaseException]] = [
-        TimeoutError,
-        ConnectionError,
-        google.auth.exceptions.TransportError,
-    ]
-    for module_name, attribute in (
-        ("httpx2", "RequestError"),
-        ("httpx", "RequestError"),
-        ("requests", "RequestException"),
-    ):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        error_type = getattr(module, attribute, None)
-        if isinstance(error_type, type) and issubclass(error_type, BaseException):
-            found.append(error_type)
-    return tuple(found)
-
-
-_NETWORK_ERRORS = _network_errors()
+_NETWORK_ERRORS = NETWORK_ERRORS
 
 
 class VertexEmbedder:
