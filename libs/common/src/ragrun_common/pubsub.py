@@ -127,7 +127,7 @@ class BatchingSubscriber:
     weight: Callable[[Received], int] = lambda _m: 1
     flow_max_messages: int = 500
     lease_s: int = 60
-    pull_timeout_s: float = 10.0
+    pull_timeout_s: float = 3.0  # also bounds how long a stop waits for the pull thread
     _queue: queue.Queue[_Leased] = field(default_factory=queue.Queue, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _held: dict[str, _Leased] = field(default_factory=dict, init=False)
