@@ -574,6 +574,8 @@ def test_project_wide_roles_are_only_the_unavoidable_ones(tf: Terraform) -> None
         "roles/aiplatform.user",
         "roles/alloydb.client",
         "roles/cloudtrace.agent",  # exporting spans (traces_exporter = "gcp")
+        "roles/eventarc.eventReceiver",  # event_route = "eventarc" only
+        "roles/pubsub.publisher",  # the GCS agent, for Eventarc storage triggers only
         "roles/monitoring.metricWriter",  # exporting metrics (traces_exporter = "gcp")
     }
     for rtype in ("google_project_iam_member", "google_project_iam_binding"):
@@ -617,3 +619,36 @@ def test_checkov_finds_no_failed_check() -> None:
         in ("", "No comment provided")
     ]
     assert not unexplained, f"checkov skips without a reason: {unexplained}"
+
+
+def test_eventarc_route_is_an_alternative_to_notifications(tf: Terraform) -> None:
+    """event_route picks one route: GCS notifications (default, replayable) or Eventarc."""
+    assert tf.variables["event_route"]["default"] == "pubsub"
+    (notification,) = tf.of_type("google_storage_notification").values()
+    assert notification["count"] == '${var.event_route == "pubsub" ? 1 : 0}'
+    eventarc_events = tf.locals["eventarc_events"]
+    assert "var.event_route" in str(eventarc_events)
+    assert "google.cloud.storage.object.v1.finalized" in str(eventarc_events)
+    assert "google.cloud.storage.object.v1.deleted" in str(eventarc_events)
+    (trigger,) = tf.of_type("google_eventarc_trigger").values()
+    (destination,) = trigger["destination"]
+    (run,) = destination["cloud_run_service"]
+    assert _ref(run["service"], "google_cloud_run_v2_service") == "chunker"
+    assert "google_service_account.eventarc" in trigger["service_account"]
+    # Eventarc's project-wide roles exist only when the route is chosen.
+    for name in ("eventarc_receives", "gcs_publishes_for_eventarc"):
+        role = tf.of_type("google_project_iam_member")[name]
+        assert role["count"] == '${var.event_route == "eventarc" ? 1 : 0}', name
+
+
+def test_query_reads_from_the_read_pool_when_there_is_one(tf: Terraform) -> None:
+    pool = tf.of_type("google_alloydb_instance")["read_pool"]
+    assert pool["instance_type"] == "READ_POOL"
+    assert pool["count"] == "${var.alloydb_read_pool_nodes > 0 ? 1 : 0}"
+    assert tf.variables["alloydb_read_pool_nodes"]["default"] == 0
+    query = tf.of_type("google_cloud_run_v2_service")["query"]
+    text = str(query)
+    assert "google_secret_manager_secret.query_database_url.secret_id" in text
+    assert "RAGRUN_QUERY_MIGRATE" in text
+    url = tf.of_type("google_secret_manager_secret_version")["query_database_url"]
+    assert "google_alloydb_instance.read_pool[0].ip_address" in url["secret_data"]

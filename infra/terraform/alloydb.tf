@@ -70,3 +70,38 @@ resource "google_secret_manager_secret_version" "database_url" {
   secret      = google_secret_manager_secret.database_url.id
   secret_data = "postgresql://${var.database_user}:${random_password.db.result}@${google_alloydb_instance.primary.ip_address}:5432/${var.database_name}?sslmode=require"
 }
+
+# An optional read pool: the query service reads from it, the writer keeps the primary.
+resource "google_alloydb_instance" "read_pool" {
+  count = var.alloydb_read_pool_nodes > 0 ? 1 : 0
+
+  cluster       = google_alloydb_cluster.ragrun.name
+  instance_id   = "${var.alloydb_instance_id}-read"
+  instance_type = "READ_POOL"
+
+  read_pool_config {
+    node_count = var.alloydb_read_pool_nodes
+  }
+
+  machine_config {
+    cpu_count = var.alloydb_cpu_count
+  }
+
+  depends_on = [google_alloydb_instance.primary]
+}
+
+# What the query service reads as DATABASE_URL: the read pool when there is one.
+resource "google_secret_manager_secret" "query_database_url" {
+  secret_id = "ragrun-query-database-url"
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_secret_manager_secret_version" "query_database_url" {
+  secret      = google_secret_manager_secret.query_database_url.id
+  secret_data = "postgresql://${var.database_user}:${random_password.db.result}@${var.alloydb_read_pool_nodes > 0 ? google_alloydb_instance.read_pool[0].ip_address : google_alloydb_instance.primary.ip_address}:5432/${var.database_name}?sslmode=require"
+}

@@ -99,7 +99,7 @@ resource "google_project_iam_member" "writer_alloydb" {
 # --- query ---------------------------------------------------------------------
 
 resource "google_secret_manager_secret_iam_member" "query_database_url" {
-  secret_id = google_secret_manager_secret.database_url.secret_id
+  secret_id = google_secret_manager_secret.query_database_url.secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = google_service_account.query.member
 }

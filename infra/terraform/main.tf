@@ -18,18 +18,20 @@ data "google_storage_project_service_account" "gcs" {
 }
 
 locals {
-  apis = [
+  apis = concat([
     "aiplatform.googleapis.com",
     "alloydb.googleapis.com",
     "artifactregistry.googleapis.com",
+    "cloudtrace.googleapis.com",
     "compute.googleapis.com",
     "iam.googleapis.com",
+    "monitoring.googleapis.com",
     "pubsub.googleapis.com",
     "run.googleapis.com",
     "secretmanager.googleapis.com",
     "servicenetworking.googleapis.com",
     "storage.googleapis.com",
-  ]
+  ], var.event_route == "eventarc" ? ["eventarc.googleapis.com"] : [])
 
   # Pub/Sub's service agent forwards messages to dead-letter topics and mints the
   # OIDC tokens of push deliveries.

@@ -274,10 +274,16 @@ resource "google_cloud_run_v2_service" "query" {
         name = "DATABASE_URL"
         value_source {
           secret_key_ref {
-            secret  = google_secret_manager_secret.database_url.secret_id
+            secret  = google_secret_manager_secret.query_database_url.secret_id
             version = "latest"
           }
         }
+      }
+
+      # A read pool cannot take schema migrations: the writer applies them.
+      env {
+        name  = "RAGRUN_QUERY_MIGRATE"
+        value = var.alloydb_read_pool_nodes > 0 ? "false" : "true"
       }
     }
   }
@@ -285,6 +291,6 @@ resource "google_cloud_run_v2_service" "query" {
   depends_on = [
     google_project_service.apis,
     google_secret_manager_secret_iam_member.query_database_url,
-    google_secret_manager_secret_version.database_url,
+    google_secret_manager_secret_version.query_database_url,
   ]
 }

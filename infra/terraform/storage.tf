@@ -14,8 +14,11 @@ resource "google_storage_bucket" "documents" {
   depends_on = [google_project_service.apis]
 }
 
-# Every new object generation and every deletion becomes a message on the objects topic.
+# Every new object generation and every deletion becomes a message on the objects
+# topic (the default route: it can be replayed by seeking the chunker's subscription).
 resource "google_storage_notification" "objects" {
+  count = var.event_route == "pubsub" ? 1 : 0
+
   bucket         = google_storage_bucket.documents.name
   payload_format = "JSON_API_V1"
   topic          = google_pubsub_topic.objects.id

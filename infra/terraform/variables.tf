@@ -97,6 +97,22 @@ variable "vertex_location" {
   default     = null
 }
 
+variable "event_route" {
+  description = "How object events reach the chunker: \"pubsub\" (GCS notifications to the objects topic, pushed to the chunker; replayable, the default) or \"eventarc\" (Eventarc storage triggers straight to the chunker)."
+  type        = string
+  default     = "pubsub"
+  validation {
+    condition     = contains(["pubsub", "eventarc"], var.event_route)
+    error_message = "event_route must be pubsub or eventarc."
+  }
+}
+
+variable "alloydb_read_pool_nodes" {
+  description = "Nodes of an AlloyDB read pool for the query service (0: the query service reads the primary)."
+  type        = number
+  default     = 0
+}
+
 variable "traces_exporter" {
   description = "RAGRUN_TRACES_EXPORTER of the chunker, embedder and writer: none, console, otlp or gcp (Cloud Trace and Cloud Monitoring)."
   type        = string

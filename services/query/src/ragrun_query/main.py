@@ -511,10 +511,15 @@ def _document(pool: ConnectionPool, doc_id: str) -> ResponseReturnValue:
 
 
 def app_from_env() -> Flask:
-    """The gunicorn entry point: settings from the environment, schema migrated first."""
+    """The gunicorn entry point: settings from the environment, schema migrated first.
+
+    On a read replica (``RAGRUN_QUERY_MIGRATE=false``) the writer applies the
+    migrations, on the primary.
+    """
     settings = QuerySettings()
     configure_logging("query", settings.log_level)
-    migrate_url(settings.database_url, settings.embedding.dim)
+    if settings.migrate:
+        migrate_url(settings.database_url, settings.embedding.dim)
     return create_app(settings)
 
 

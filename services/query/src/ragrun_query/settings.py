@@ -49,6 +49,8 @@ class QuerySettings(CommonSettings):
         64 * 1024, ge=1, validation_alias=_env("RAGRUN_QUERY_MAX_BODY_BYTES")
     )
     pool_max_size: int = Field(4, ge=1, validation_alias=_env("RAGRUN_QUERY_POOL_MAX_SIZE"))
+    # False on a read replica, which cannot take migrations (the writer applies them).
+    migrate: bool = Field(True, validation_alias=_env("RAGRUN_QUERY_MIGRATE"))
     api_keys: SecretStr | None = Field(None, validation_alias=_env("RAGRUN_API_KEYS"))
     cors_origins: str = Field("", validation_alias=_env("RAGRUN_QUERY_CORS_ORIGINS"))
 
