@@ -26,19 +26,15 @@ breaks off after its first event, and latency.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import socket
-import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
+from ragrun_common.testing._loopback import LoopbackStub, TrackedHandler
 from ragrun_common.tokens import count_tokens
 
 DEFAULT_MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash-001")
@@ -80,7 +76,7 @@ class _BadRequestError(Exception):
 Reply = Callable[[GenerateRequest], str]
 
 
-class GeminiStub:
+class GeminiStub(LoopbackStub):
     """A Gemini ``generateContent`` server on 127.0.0.1 and a free port, run in a thread.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
@@ -98,62 +94,12 @@ class GeminiStub:
         self.models = models
         self.reply: Reply = reply or (lambda _request: DEFAULT_REPLY)
         self.stream_pieces = max(1, stream_pieces)
-        self._lock = threading.Lock()
+        super().__init__()
         self._requests: list[GenerateRequest] = []
         self._failures: list[int] = []
         self._blocked = 0
         self._break_streams = 0
         self._delay_s = 0.0
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------
-
-    def start(self) -> None:
-        if self._server is not None:
-            raise RuntimeError("GeminiStub is already running")
-        self._stopping.clear()
-        server = _Server(("127.0.0.1", 0), _Handler, self)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="gemini-stub",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        thread.join()
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> GeminiStub:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("GeminiStub is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     # -- observations and faults -------------------------------------------
 
@@ -336,56 +282,14 @@ def _error(status: int, message: str) -> tuple[int, bytes]:
     return status, json.dumps(body).encode()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = True
-
-    def __init__(
-        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], stub: GeminiStub
-    ) -> None:
-        self.stub = stub
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def track(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.add(connection)
-
-    def untrack(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.discard(connection)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 30.0
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.track(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.untrack(self.connection)
-
+class _Handler(TrackedHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {key.lower(): value for key, value in self.headers.items()}
         plan = self.server.stub._plan(self.path, headers, body)
         if plan.status == 0:
-            self._drop()
+            self.drop()
             return
         if plan.events is None:
             self.send_response(plan.status)
@@ -401,7 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
         for index, event in enumerate(plan.events):
             self._chunk(b"data: " + json.dumps(event).encode() + b"\r\n\r\n")
             if plan.broken and index == 0:
-                self._drop()
+                self.drop()
                 return
         self._chunk(b"")
 
@@ -409,10 +313,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
 
-    def _drop(self) -> None:
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Stay quiet: tests read ``GeminiStub.requests`` instead."""
+GeminiStub.handler = _Handler
+GeminiStub.thread_name = "gemini-stub"

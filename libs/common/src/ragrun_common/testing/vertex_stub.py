@@ -32,22 +32,18 @@ injected to exercise the caller's error handling.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
-import socket
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from ragrun_common.testing._loopback import LoopbackStub, TrackedHandler
 from ragrun_common.tokens import count_tokens
 
 MalformedKind = Literal["count", "dim", "json"]
@@ -119,7 +115,7 @@ class _BadRequestError(Exception):
     """The request body is not one Vertex would accept (answered with HTTP 400)."""
 
 
-class VertexStub:
+class VertexStub(LoopbackStub):
     """A Vertex AI embedding server on 127.0.0.1 and a free port, run in a thread.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`. All
@@ -139,65 +135,12 @@ class VertexStub:
         self.max_texts = max_texts
         self.max_tokens_per_text = max_tokens_per_text
         self.max_tokens_per_request = max_tokens_per_request
-        self._lock = threading.Lock()
+        super().__init__()
         self._requests: list[StubRequest] = []
         self._failures: list[tuple[int, str | None]] = []
         self._malformed: list[MalformedKind] = []
         self._disconnects = 0
         self._delay_s = 0.0
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------
-
-    def start(self) -> None:
-        """Bind to a free port and serve in a background thread."""
-        if self._server is not None:
-            raise RuntimeError("VertexStub is already running")
-        self._stopping.clear()
-        server = _Server(("127.0.0.1", 0), _Handler, self)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="vertex-stub",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving, drop open connections and wait for every thread to end."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        self._stopping.set()  # wakes handlers sleeping in an injected delay
-        server.shutdown()
-        server.close_connections()
-        server.server_close()  # joins the handler threads
-        thread.join()
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> VertexStub:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:PORT``, for ``HttpOptions(base_url=...)``."""
-        if self._server is None:
-            raise RuntimeError("VertexStub is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     # -- observations ------------------------------------------------------
 
@@ -376,60 +319,14 @@ class VertexStub:
         return 200, json.dumps(body).encode()
 
 
-class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer that knows its stub and can drop idle keep-alive connections."""
-
-    daemon_threads = True
-    block_on_close = True
-
-    def __init__(
-        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], stub: VertexStub
-    ) -> None:
-        self.stub = stub
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def track(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.add(connection)
-
-    def untrack(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.discard(connection)
-
-    def close_connections(self) -> None:
-        """Shut down open client sockets so handler threads waiting on them return."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):  # already closed by the client
-                connection.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
-    timeout = 30.0  # idle keep-alive connections end on their own
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.track(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.untrack(self.connection)
-
+class _Handler(TrackedHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {key.lower(): value for key, value in self.headers.items()}
         status, payload = self.server.stub._handle(self.path, headers, body)
         if status == 0:
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
+            self.drop()
             return
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=UTF-8")
@@ -437,8 +334,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Stay quiet: tests and benchmarks read ``VertexStub.requests`` instead."""
+
+VertexStub.handler = _Handler
+VertexStub.thread_name = "vertex-stub"
 
 
 def _error(status: int, message: str) -> tuple[int, bytes]:
