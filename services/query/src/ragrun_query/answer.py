@@ -17,12 +17,11 @@ from typing import Any, NoReturn, Protocol
 
 import google.auth.exceptions
 import pydantic
-from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
-from google.oauth2.credentials import Credentials
 
 from ragrun_common.transport import NETWORK_ERRORS
+from ragrun_common.vertex_client import make_vertex_client
 from ragrun_query.errors import AnswerRejectedError, AnswerUnavailableError, RequestError
 from ragrun_query.search import QUERY_FIELDS, QueryRequest, Result, parse_bool, reject_unknown
 
@@ -121,31 +120,19 @@ class GeminiAnswerModel:
         max_output_tokens: int = 1024,
         timeout_s: float = 60.0,
     ) -> None:
-        if base_url is not None and not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
         self.name = model
         self._config = types.GenerateContentConfig(
             system_instruction=None,
             temperature=temperature,
             max_output_tokens=max_output_tokens,
         )
-        credentials = (
-            Credentials(token=access_token)  # type: ignore[no-untyped-call]
-            if access_token
-            else None
-        )
-        self._client = genai.Client(
-            vertexai=True,
+        # One try per call: the caller is a person waiting, who can retry on a 503.
+        self._client = make_vertex_client(
             project=project,
             location=location,
-            credentials=credentials,
-            http_options=types.HttpOptions(
-                base_url=base_url,
-                api_version="v1",
-                timeout=max(1, round(timeout_s * 1000)),
-                # One try: the caller is a person waiting, who can retry on a 503.
-                retry_options=types.HttpRetryOptions(attempts=1),
-            ),
+            base_url=base_url,
+            access_token=access_token,
+            timeout_s=timeout_s,
         )
 
     def _request(self, system: str, prompt: str) -> dict[str, Any]:

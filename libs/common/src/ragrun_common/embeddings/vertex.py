@@ -15,15 +15,14 @@ from typing import NoReturn
 import google.auth.exceptions
 import numpy as np
 import pydantic
-from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
-from google.oauth2.credentials import Credentials
 
 from ragrun_common.contracts import Vectors
 from ragrun_common.embeddings.base import Task
 from ragrun_common.errors import PermanentError, RetryableError, ThrottledError
 from ragrun_common.transport import NETWORK_ERRORS
+from ragrun_common.vertex_client import make_vertex_client
 
 # The statuses Google documents as transient (the SDK's own retry set).
 _RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -53,33 +52,15 @@ class VertexEmbedder:
     ) -> None:
         if dim < 1:
             raise ValueError(f"dim must be positive, got {dim}")
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
-        if base_url is not None and not base_url.startswith(("http://", "https://")):
-            # Caught here because the SDK would fail on every request instead.
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
         self.name = f"vertex:{model}"
         self.dim = dim
         self.model = model
-        # A static token (tests, local runs) needs no refresh; None means ADC,
-        # which the SDK loads and refreshes on first use.
-        credentials = (
-            Credentials(token=access_token)  # type: ignore[no-untyped-call]
-            if access_token
-            else None
-        )
-        self._client = genai.Client(
-            vertexai=True,
+        self._client = make_vertex_client(
             project=project,
             location=location,
-            credentials=credentials,
-            http_options=types.HttpOptions(
-                base_url=base_url,
-                api_version="v1",
-                timeout=max(1, round(timeout_s * 1000)),
-                # attempts=1: exactly one try per call, whatever the SDK's default.
-                retry_options=types.HttpRetryOptions(attempts=1),
-            ),
+            base_url=base_url,
+            access_token=access_token,
+            timeout_s=timeout_s,
         )
 
     def embed(self, texts: Sequence[str], task: Task) -> Vectors:
