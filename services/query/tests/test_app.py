@@ -138,7 +138,7 @@ def test_prefix_is_literal(client: FlaskClient, corpus: Any, prefix: str, expect
 def test_filter_matching_nothing_returns_empty(client: FlaskClient) -> None:
     status, body = post(client, {"query": "PostgreSQL", "filter": {"bucket": "nope"}})
     assert status == 200
-    assert body == {"results": []}
+    assert body == {"results": [], "index_version": 1}
 
 
 @pytest.mark.parametrize(

@@ -186,7 +186,7 @@ def test_sql_carries_filter_values_only_as_parameters() -> None:
 
 def test_sql_without_filter_filters_nothing() -> None:
     query, params = build_query(QueryRequest(query="q", k=3, mode="vector"), limit=3, candidates=3)
-    assert "WHERE TRUE" in query.as_string()
+    assert "WHERE c.embedding IS NOT NULL AND TRUE" in query.as_string()
     assert params == {"k": 3, "n": 3}
 
 

@@ -356,3 +356,45 @@ def test_streamed_set_that_fails_midway_is_recorded_failed(
     assert document(conn)[0] == "failed" and chunks(conn) == []
     write(conn, batch(streamed, [2]))  # a late batch of the failed set changes nothing
     assert document(conn)[0] == "failed" and chunks(conn) == []
+
+
+def test_vectors_of_another_index_version_go_to_its_table(
+    conn: psycopg.Connection[object],
+) -> None:
+    """After the embedder switches to a new version's model, new documents land in it."""
+    from ragrun_common.embeddings.spec import parse_embedding_spec
+    from ragrun_common.versions import create_version
+
+    create_version(conn, parse_embedding_spec("hash", 32))
+    doc = ref(count=2)
+    chunks_ = batch(doc, [0, 1]).chunks
+    vectors = HashEmbedder(32).embed([c.text for c in chunks_], Task.DOCUMENT)
+    new_model = VectorBatch(document=doc, chunks=chunks_, model="hash", vectors=vectors)
+    write(conn, new_model)
+    write(conn, new_model)  # redelivered: nothing changes
+    assert document(conn)[0] == "indexed"
+    rows = conn.execute(
+        "SELECT c.chunk_index, c.embedding IS NULL, vector_dims(v.embedding)"
+        " FROM ragrun.chunks c JOIN ragrun.vectors_2 v USING (chunk_id) ORDER BY 1"
+    ).fetchall()
+    assert rows == [(0, True, 32), (1, True, 32)]
+
+    # The pipeline's own model still writes version 1, and keeps the other vectors.
+    write(conn, batch(doc, [0, 1]))
+    rows = conn.execute(
+        "SELECT c.embedding IS NULL, v.chunk_id IS NOT NULL"
+        " FROM ragrun.chunks c LEFT JOIN ragrun.vectors_2 v USING (chunk_id)"
+    ).fetchall()
+    assert rows == [(False, True), (False, True)]
+
+
+def test_vectors_that_fit_no_index_version_are_refused(conn: psycopg.Connection[object]) -> None:
+    from ragrun_common.versions import VersionError
+
+    doc = ref(count=1)
+    chunks_ = batch(doc, [0]).chunks
+    vectors = HashEmbedder(32).embed([chunks_[0].text], Task.DOCUMENT)
+    stray = VectorBatch(document=doc, chunks=chunks_, model="hash", vectors=vectors)
+    with pytest.raises(VersionError, match="fit no index version"):
+        write(conn, stray)
+    assert conn.execute("SELECT count(*) FROM ragrun.chunks").fetchone() == (0,)

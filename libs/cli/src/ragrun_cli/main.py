@@ -24,8 +24,9 @@ from pydantic import ValidationError
 
 from ragrun_cli import commands, replay
 from ragrun_cli.components import ComponentError, EmulatorMissingError
-from ragrun_cli.reindex import Progress, Source, SourceError
+from ragrun_cli.reindex import Source, SourceError
 from ragrun_cli.stack import LocalStack, StackConfig, default_home, load_state
+from ragrun_common.versions import FillProgress, VersionError
 
 
 def _use_stack_env() -> None:
@@ -211,25 +212,30 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_printer(out: TextIO) -> Callable[[Progress], None]:
-    """A progress bar on a terminal, a line every few seconds elsewhere (CI logs)."""
+Printer = Callable[[int, int | None, float, int], None]
+
+
+def _progress_printer(out: TextIO, verb: str) -> Printer:
+    """A progress bar on a terminal, a line every few seconds elsewhere (CI logs).
+
+    The printer takes (done, total or None, rate per second, failed).
+    """
     tty = out.isatty()
     last = [0.0]
 
-    def show(p: Progress) -> None:
-        total = p.total
+    def show(done: int, total: int | None, rate: float, failed: int) -> None:
         if total:
-            filled = int(20 * min(p.done, total) / total)
-            bar = f"[{'#' * filled}{'.' * (20 - filled)}] {100 * p.done // total:3d}% "
-            eta = f"{(total - p.done) / p.rate:.0f}s" if p.rate > 0 else "-"
-            line = f"{bar}{p.done}/{total} published  {p.rate:.1f}/s  ETA {eta}"
+            filled = int(20 * min(done, total) / total)
+            bar = f"[{'#' * filled}{'.' * (20 - filled)}] {100 * done // total:3d}% "
+            eta = f"{(total - done) / rate:.0f}s" if rate > 0 else "-"
+            line = f"{bar}{done}/{total} {verb}  {rate:.1f}/s  ETA {eta}"
         else:
-            line = f"{p.done} published  {p.rate:.1f}/s"
-        if p.failed:
-            line += f"  {p.failed} failed"
+            line = f"{done} {verb}  {rate:.1f}/s"
+        if failed:
+            line += f"  {failed} failed"
         if tty:
             out.write(f"\r{line}\x1b[K")
-        elif time.monotonic() - last[0] >= 5 or (total is not None and p.done >= total):
+        elif time.monotonic() - last[0] >= 5 or (total is not None and done >= total):
             out.write(f"{line}\n")
             last[0] = time.monotonic()
         out.flush()
@@ -257,7 +263,8 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     if settings.task_count > 1:
         task = f" (task {settings.task_index} of {settings.task_count})"
     print(f"ragrun reindex: listing {source}{task} ...", flush=True)
-    done = run(settings, source, on_progress=_progress_printer(sys.stderr))
+    show = _progress_printer(sys.stderr, "published")
+    done = run(settings, source, on_progress=lambda p: show(p.done, p.total, p.rate, p.failed))
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     print(
@@ -295,6 +302,50 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             f"          {letter.reason}"
         )
     print(f"{len(letters)} dead letter(s)")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from ragrun_cli import index
+    from ragrun_cli.settings import IndexSettings
+
+    _use_stack_env()
+    settings = IndexSettings()
+    try:
+        if args.action == "list":
+            index.print_listing(sys.stdout, index.listing(settings), as_json=args.json)
+            return 0
+        if args.action == "activate":
+            vectors, chunks = index.activate_version(settings, args.version, force=args.force)
+            print(f"ragrun index: version {args.version} is active ({vectors}/{chunks} chunks)")
+            return 0
+        if args.action == "drop":
+            index.drop_version(settings, args.version)
+            print(f"ragrun index: version {args.version} dropped")
+            return 0
+        show = _progress_printer(sys.stderr, "embedded")
+
+        def progress(p: FillProgress, elapsed: float) -> None:
+            show(p.done, p.total, p.done / elapsed if elapsed > 0 else 0.0, 0)
+
+        started = time.monotonic()
+        if args.action == "create":
+            print(f"ragrun index: creating a version for {args.embeddings} ...", flush=True)
+            version = index.create(settings, args.embeddings, args.dim, progress)
+        else:
+            version = index.sync(settings, args.version, progress)
+    except (VersionError, ValueError) as e:
+        print(f"ragrun index {args.action}: {e}", file=sys.stderr)
+        return 2
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    [listed] = [row for row in index.listing(settings) if row.version.version == version.version]
+    print(
+        f"ragrun index: version {version.version} ({listed.embeddings}, {version.dim} dimensions)"
+        f" is {version.state}: {listed.vectors}/{listed.chunks} chunks in "
+        f"{time.monotonic() - started:.1f} s; activate it with "
+        f"`ragrun index activate {version.version}`"
+    )
     return 0
 
 
@@ -378,6 +429,27 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.add_argument("--task-index", type=int, help="emit only this share (0-based)")
     reindex.add_argument("--task-count", type=int, help="of this many shares")
     reindex.set_defaults(func=cmd_reindex)
+
+    idx = sub.add_parser(
+        "index",
+        help="index versions: re-embed with another model without downtime",
+        description="Build a new index version from the stored chunk text, switch queries to "
+        "it in one step, drop old ones.",
+    )
+    idx_sub = idx.add_subparsers(dest="action", required=True)
+    listing = idx_sub.add_parser("list", help="versions, their vectors and which is active")
+    listing.add_argument("--json", action="store_true")
+    build = idx_sub.add_parser("create", help="fill and index a new version (not activated)")
+    build.add_argument("--embeddings", required=True, help="local | hash | vertex:MODEL")
+    build.add_argument("--dim", type=int, help="vector dimension (default: the model's)")
+    sync = idx_sub.add_parser("sync", help="embed chunks a version lacks, build its index")
+    sync.add_argument("version", type=int)
+    act = idx_sub.add_parser("activate", help="make queries use this version, at once")
+    act.add_argument("version", type=int)
+    act.add_argument("--force", action="store_true", help="even if chunks lack vectors")
+    gone = idx_sub.add_parser("drop", help="delete a version that is not active")
+    gone.add_argument("version", type=int)
+    idx.set_defaults(func=cmd_index)
     return parser
 
 

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from ragrun_common.settings import CommonSettings
+from ragrun_common.settings import CommonSettings, EmbeddingBudgetSettings
 
 # Pub/Sub's bounds on message_retention_duration, for topics and for subscriptions.
 MIN_RETENTION = timedelta(minutes=10)
@@ -91,3 +91,9 @@ class ReindexSettings(CommonSettings):
                 f"CLOUD_RUN_TASK_COUNT={self.task_count}"
             )
         return self
+
+
+class IndexSettings(EmbeddingBudgetSettings):
+    """``ragrun index``: the database, embedding budgets, and the index build's memory."""
+
+    build_memory: str = Field("512MB", validation_alias="RAGRUN_INDEX_BUILD_MEMORY")

@@ -7,7 +7,10 @@ The schema lives in its own PostgreSQL schema, ``ragrun``:
   newest one completely written), its state and chunk counts, and the last error.
 - ``chunks``: one row per chunk id with content, metadata, a generated
   ``tsvector`` for keyword search and a ``vector(N)`` column with an HNSW
-  cosine index.
+  cosine index: index version 1.
+- ``index_versions``: which embedding model and dimension each index version
+  holds, and which one queries use (see :mod:`ragrun_common.versions`); every
+  version after the first keeps its vectors in ``vectors_<N>``.
 
 Migrations run at start-up under an advisory lock, so several processes can
 start at once; each applies only what ``schema_migrations`` does not list.
@@ -99,7 +102,37 @@ def _m3_document_revision(dim: int) -> sql.Composed:  # noqa: ARG001 - same sign
     ).format()
 
 
-MIGRATIONS: list[Migration] = [_m1_tables, _m2_query_filters, _m3_document_revision]
+def _m4_index_versions(dim: int) -> sql.Composed:
+    """Index versions (see :mod:`ragrun_common.versions`); version 1 is ``chunks.embedding``.
+
+    A chunk whose vectors the writer routes to another version has no version 1 vector.
+    """
+    return sql.SQL(
+        """
+        ALTER TABLE ragrun.chunks ALTER COLUMN embedding DROP NOT NULL;
+        CREATE TABLE ragrun.index_versions (
+            version      integer PRIMARY KEY CHECK (version >= 1),
+            embeddings   text CHECK ((version = 1) = (embeddings IS NULL)),
+            dim          integer NOT NULL CHECK (dim BETWEEN 1 AND 2000),
+            state        text NOT NULL CHECK (state IN ('building', 'ready')),
+            active       boolean NOT NULL DEFAULT false,
+            created_at   timestamptz NOT NULL DEFAULT now(),
+            activated_at timestamptz
+        );
+        CREATE UNIQUE INDEX index_versions_one_active ON ragrun.index_versions (active)
+            WHERE active;
+        INSERT INTO ragrun.index_versions (version, embeddings, dim, state, active, activated_at)
+            VALUES (1, NULL, {dim}, 'ready', true, now());
+        """
+    ).format(dim=sql.Literal(dim))
+
+
+MIGRATIONS: list[Migration] = [
+    _m1_tables,
+    _m2_query_filters,
+    _m3_document_revision,
+    _m4_index_versions,
+]
 
 
 class SchemaMismatchError(PermanentError):
@@ -125,10 +158,15 @@ def migrate(conn: psycopg.Connection[Any], dim: int) -> int:
             conn.execute("INSERT INTO ragrun.schema_migrations (version) VALUES (%s)", (version,))
             log.info("schema.migrated", extra={"fields": {"version": version, "dim": dim}})
         stored = vector_dim(conn)
-    if stored != dim:
+        others = conn.execute(
+            "SELECT coalesce(array_agg(dim ORDER BY version), '{}') FROM ragrun.index_versions"
+            " WHERE version > 1"
+        ).fetchone()
+    if stored != dim and dim not in (others[0] if others else []):
         raise SchemaMismatchError(
             f"the database stores {stored}-dimensional vectors but RAGRUN_EMBEDDING_DIM "
-            f"resolves to {dim}; use a new database or the matching embedding settings"
+            f"resolves to {dim}; use a new database, the matching embedding settings, or "
+            f"create an index version for them (`ragrun index create`)"
         )
     return len(MIGRATIONS) - current
 

@@ -72,3 +72,17 @@ class BatchSettings(CommonSettings):
     @property
     def batch_limits(self) -> BatchLimits:
         return BatchLimits(max_items=self.batch_max_texts, max_tokens=self.batch_max_tokens)
+
+
+class EmbeddingBudgetSettings(BatchSettings):
+    """Client-side budgets and retries for Vertex AI (the embedder, ``ragrun index``).
+
+    The defaults are near the per-region base-model quotas; set them to your
+    project's quotas, or to a share of them per process.
+    """
+
+    requests_per_minute: float = Field(1_500, gt=0, validation_alias=_env("RAGRUN_EMBED_RPM"))
+    tokens_per_minute: float = Field(5_000_000, gt=0, validation_alias=_env("RAGRUN_EMBED_TPM"))
+    retry_deadline_s: float = Field(
+        300, ge=0, validation_alias=_env("RAGRUN_EMBED_RETRY_DEADLINE_S")
+    )

@@ -13,32 +13,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from ragrun_common.batching import BatchLimits, plan_batches, split_sizes
-from ragrun_common.contracts import Chunk, ChunkBatch, VectorBatch, Vectors
-from ragrun_common.embeddings.base import EmbeddingProvider, Task
-from ragrun_common.errors import PermanentError
+from ragrun_common.contracts import Chunk, ChunkBatch, VectorBatch
+from ragrun_common.embeddings.base import EmbeddingProvider
+from ragrun_common.embeddings.requests import embed_request
 
 
 def plan_requests(batches: Sequence[ChunkBatch], limits: BatchLimits) -> list[list[Chunk]]:
     """The embedding requests for all chunks of ``batches``, in order, within ``limits``."""
     chunks = [chunk for batch in batches for chunk in batch.chunks]
     return plan_batches(chunks, lambda c: c.tokens, limits)
-
-
-def embed_request(provider: EmbeddingProvider, texts: list[str]) -> Vectors:
-    """Embed one request; if the provider rejects it, split it and embed the halves.
-
-    A request refused as too large is never dropped: the halves go again, down
-    to single texts. Only a single text the provider rejects on its own raises.
-    """
-    try:
-        return provider.embed(texts, Task.DOCUMENT)
-    except PermanentError:
-        if len(texts) == 1:
-            raise
-        middle = len(texts) // 2
-        return np.concatenate(
-            [embed_request(provider, texts[:middle]), embed_request(provider, texts[middle:])]
-        )
 
 
 def embed_batches(

@@ -20,7 +20,7 @@ from google.cloud import pubsub_v1
 from ragrun_common import telemetry
 from ragrun_common.contracts import ChunkBatch, VectorBatch
 from ragrun_common.embeddings.base import EmbeddingProvider
-from ragrun_common.embeddings.limited import RateLimitedProvider
+from ragrun_common.embeddings.limited import with_budget
 from ragrun_common.embeddings.registry import create_provider
 from ragrun_common.errors import ContractError, PermanentError, RetryableError
 from ragrun_common.logs import configure_logging
@@ -31,8 +31,6 @@ from ragrun_common.pubsub import (
     make_publisher,
     publish_all,
 )
-from ragrun_common.ratelimit import AimdRateLimiter
-from ragrun_common.retry import Backoff
 from ragrun_embedder.core import embed_batches
 from ragrun_embedder.settings import EmbedderSettings
 
@@ -99,20 +97,13 @@ class Embedder:
         return VectorBatch(document=document, chunks=[], model=self.provider.name, vectors=empty)
 
 
-def rate_limited(provider: EmbeddingProvider, settings: EmbedderSettings) -> EmbeddingProvider:
-    """Vertex AI behind the configured budgets and retries (local models need neither)."""
-    if settings.embedding.kind != "vertex":
-        return provider
-    limiter = AimdRateLimiter(settings.requests_per_minute, settings.tokens_per_minute)
-    return RateLimitedProvider(provider, limiter, Backoff(deadline_s=settings.retry_deadline_s))
-
-
 def main() -> None:
     settings = EmbedderSettings()
     configure_logging("embedder", settings.log_level, project=settings.project)
     telemetry.configure_telemetry("embedder", settings.project, telemetry.TelemetrySettings())
     # Traced inside the rate limiter, so every attempt (and every 429) is a span.
-    provider = rate_limited(telemetry.TracedProvider(create_provider(settings)), settings)
+    traced = telemetry.TracedProvider(create_provider(settings))
+    provider = with_budget(traced, settings, settings.embedding.kind)
     publisher = make_publisher()
     embedder = Embedder(
         settings=settings,

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -33,6 +33,7 @@ from ragrun_common.embeddings.base import EmbeddingProvider, Task
 from ragrun_common.embeddings.registry import create_provider
 from ragrun_common.errors import PermanentError, RetryableError
 from ragrun_common.logs import configure_logging
+from ragrun_common.versions import active_version
 from ragrun_query.answer import (
     NO_SOURCES_ANSWER,
     SYSTEM_INSTRUCTION,
@@ -113,21 +114,72 @@ class _Retrieval:
     search_ms: float
     exact_fallback: bool
     reranked: bool
+    version: int
+
+
+# How long the active index version is trusted before it is read again.
+ACTIVE_VERSION_TTL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Active:
+    """The index version to search, its search settings and its query embedder."""
+
+    version: int
+    config: SearchConfig
+    provider: EmbeddingProvider
+    expires: float
 
 
 class _Index:
-    """Which vector index the database has, looked up once on first use."""
+    """Which index version is active, re-read at most every ``ACTIVE_VERSION_TTL_S``.
 
-    def __init__(self, settings: QuerySettings) -> None:
+    Version 1 is embedded with the service's own provider (``RAGRUN_EMBEDDINGS``);
+    another version with a provider built once from that version's recorded spec.
+    """
+
+    def __init__(self, settings: QuerySettings, pool: ConnectionPool, provider: EmbeddingProvider):
         self._settings = settings
-        self._config: SearchConfig | None = None
+        self._pool = pool
+        self._provider = provider
+        self._base: SearchConfig | None = None
+        self._active: _Active | None = None
+        self._providers: dict[tuple[str, int], EmbeddingProvider] = {}
         self._lock = threading.Lock()
 
-    def config(self, conn: psycopg.Connection[Any]) -> SearchConfig:
+    def current(self) -> _Active:
         with self._lock:
-            if self._config is None:
-                self._config = self._settings.search_config(detect_index(conn))
-            return self._config
+            active = self._active
+            if active is None or time.monotonic() >= active.expires:
+                active = self._active = self._load()
+            return active
+
+    def forget(self) -> None:
+        with self._lock:
+            self._active = None
+
+    def _load(self) -> _Active:
+        with self._pool.connection() as conn:
+            if self._base is None:
+                self._base = self._settings.search_config(detect_index(conn))
+            try:
+                version = active_version(conn)
+            except psycopg.errors.UndefinedTable:
+                # A replica whose primary has not applied the versions migration yet.
+                conn.rollback()
+                version = None
+        expires = time.monotonic() + ACTIVE_VERSION_TTL_S
+        spec = version.spec() if version is not None else None
+        if version is None or spec is None:
+            return _Active(1, self._base, self._provider, expires)
+        provider = self._provider
+        if (spec.name, spec.dim) != (self._provider.name, self._provider.dim):
+            key = (spec.name, spec.dim)
+            if key not in self._providers:
+                self._providers[key] = create_provider(self._settings, spec)
+            provider = self._providers[key]
+        config = replace(self._base, version=version.version, index="hnsw")
+        return _Active(version.version, config, provider, expires)
 
 
 def create_app(
@@ -167,7 +219,7 @@ def create_app(
     # Closures do not keep mypy's narrowing of the optional parameters.
     db = pool
     embedder = provider
-    index = _Index(settings)
+    index = _Index(settings, db, embedder)
     api_keys = tuple(key.encode() for key in settings.api_key_list)
     cors_origins = settings.cors_origin_list
     if not api_keys:
@@ -233,12 +285,23 @@ def create_app(
             raise NotConfiguredError(
                 "no reranker is configured on this service (RAGRUN_QUERY_RERANK=none)"
             )
-        started = time.perf_counter()
-        vector = None if req.mode == "keyword" else embedder.embed([req.query], Task.QUERY)[0]
-        embedded = time.perf_counter()
         limit = max(settings.rerank_candidates, req.k) if use_reranker else req.k
-        with db.connection() as conn:
-            outcome = search(conn, vector, req, index.config(conn), limit=limit)
+        for attempt in (1, 2):
+            active = index.current()
+            started = time.perf_counter()
+            vector = None
+            if req.mode != "keyword":
+                vector = active.provider.embed([req.query], Task.QUERY)[0]
+            embedded = time.perf_counter()
+            try:
+                with db.connection() as conn:
+                    outcome = search(conn, vector, req, active.config, limit=limit)
+                break
+            except psycopg.errors.UndefinedTable:
+                # The version was dropped after another was activated: read which is active.
+                index.forget()
+                if attempt == 2:
+                    raise
         searched = time.perf_counter()
         results = outcome.results
         if use_reranker and reranker is not None:
@@ -249,6 +312,7 @@ def create_app(
             search_ms=_ms(embedded, searched),
             exact_fallback=outcome.exact_fallback,
             reranked=use_reranker,
+            version=active.version,
         )
 
     def served(event: str, req: QueryRequest, found: _Retrieval, **more: Any) -> None:
@@ -261,6 +325,7 @@ def create_app(
                 filters=req.filter_fields,
                 exact_fallback=found.exact_fallback,
                 reranked=found.reranked,
+                index_version=found.version,
                 embed_ms=found.embed_ms,
                 search_ms=found.search_ms,
                 duration_ms=_ms(g.started, time.perf_counter()),
@@ -277,7 +342,10 @@ def create_app(
         )
         found = retrieve(req)
         served("query.served", req, found)
-        return {"results": [result.to_json() for result in found.results]}
+        return {
+            "results": [result.to_json() for result in found.results],
+            "index_version": found.version,
+        }
 
     @app.post("/v1/answer")
     def answer() -> ResponseReturnValue:

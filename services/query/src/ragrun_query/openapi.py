@@ -211,8 +211,15 @@ def _response_schemas() -> dict[str, Any]:
         "Result": result,
         "QueryResponse": {
             "type": "object",
-            "required": ["results"],
-            "properties": {"results": {"type": "array", "items": _ref("Result")}},
+            "required": ["results", "index_version"],
+            "properties": {
+                "results": {"type": "array", "items": _ref("Result")},
+                "index_version": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "The index version searched (`ragrun index list`).",
+                },
+            },
         },
         "Citation": citation,
         "AnswerResponse": {

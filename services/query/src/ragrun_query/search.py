@@ -184,6 +184,9 @@ class SearchConfig:
     num_leaves_to_search: int | None = None
     statement_timeout_ms: int = 10_000
     keyword_match: KeywordMatch = "any"
+    # The index version searched (see ragrun_common.versions): 1 is the chunk rows' own
+    # column, any other a table of its own.
+    version: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,11 +238,19 @@ _FROM = sql.SQL(
     " ON d.document_id = c.document_id AND c.generation = d.active_generation"
 )
 
+# Another index version's vectors live in a table of their own, which drives the scan.
+_VERSION_FROM = sql.SQL(
+    "FROM {table} e JOIN ragrun.chunks c ON c.chunk_id = e.chunk_id"
+    " JOIN ragrun.documents d"
+    " ON d.document_id = c.document_id AND c.generation = d.active_generation"
+)
+
 # Only the bare distance in ORDER BY lets PostgreSQL use the vector index; "+ 0" is
 # the same order without it, which makes the scan exact.
 _VECTOR_LEG = sql.SQL(
     "SELECT chunk_id, distance, row_number() OVER (ORDER BY distance, chunk_id) AS rank"
-    " FROM (SELECT c.chunk_id, c.embedding <=> %(v)s AS distance {from_} WHERE {where}"
+    " FROM (SELECT c.chunk_id, {column} <=> %(v)s AS distance {from_}"
+    " WHERE {column} IS NOT NULL AND {where}"
     " ORDER BY {order} LIMIT %(n)s) s"
 )
 _KEYWORD_LEG = sql.SQL(
@@ -299,17 +310,26 @@ def build_query(
     candidates: int,
     exact: bool = False,
     keyword_match: KeywordMatch = "any",
+    version: int = 1,
 ) -> tuple[sql.Composed, dict[str, Any]]:
     """The SQL for ``request`` and its parameters, less the vector ``v`` and ``rrf_k``.
 
     Each leg contributes ``candidates`` rows; the fused list is cut to ``limit``.
+    The vector leg searches index version ``version``.
     """
     where, params = compile_filter(request.filter)
     params.update({"k": limit, "n": candidates})
     legs: list[sql.Composable] = []
     if request.mode in ("vector", "hybrid"):
-        order = sql.SQL("(c.embedding <=> %(v)s) + 0" if exact else "c.embedding <=> %(v)s")
-        leg = _VECTOR_LEG.format(from_=_FROM, where=where, order=order)
+        from_: sql.Composable
+        if version == 1:
+            column, from_ = sql.SQL("c.embedding"), _FROM
+        else:
+            table = sql.Identifier("ragrun", f"vectors_{int(version)}")
+            column, from_ = sql.SQL("e.embedding"), _VERSION_FROM.format(table=table)
+        distance = sql.SQL("{} <=> %(v)s").format(column)
+        order = sql.SQL("({}) + 0").format(distance) if exact else distance
+        leg = _VECTOR_LEG.format(column=column, from_=from_, where=where, order=order)
         legs.append(sql.SQL("vector_leg AS MATERIALIZED ({})").format(leg))
     if request.mode in ("keyword", "hybrid"):
         params["q"] = request.query
@@ -365,6 +385,7 @@ def _run(
         candidates=candidates,
         exact=exact,
         keyword_match=config.keyword_match,
+        version=config.version,
     )
     if request.mode != "keyword":
         if vector is None:

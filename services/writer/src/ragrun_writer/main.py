@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ragrun_common import telemetry
 from ragrun_common.contracts import VectorBatch
 from ragrun_common.db import make_pool, migrate_url
-from ragrun_common.errors import ContractError, RetryableError
+from ragrun_common.errors import ContractError, PermanentError, RetryableError
 from ragrun_common.logs import configure_logging
 from ragrun_common.pubsub import BatchingSubscriber, Outcome, Received
 from ragrun_common.retry import Backoff, call_with_retries
@@ -92,7 +92,9 @@ class Writer:
         except RetryableError as e:
             log.warning("writer.retry", extra={"fields": {"error": str(e)}})
             return [(i, Outcome.NACK) for i, _ in decoded]
-        except psycopg.Error as e:
+        except (psycopg.Error, PermanentError) as e:
+            # One message at a time finds the one the database (or the index versions)
+            # refuses; it is nacked toward the dead-letter topic, the others go through.
             if len(decoded) == 1:
                 log.error(
                     "writer.batch_failed",

@@ -8,7 +8,11 @@ Order of work, all in one transaction so a crash leaves nothing half-done:
    ``active_generation`` until its successor is complete.
 2. Binary COPY every chunk row into a session-local staging table, then
    ``INSERT ... SELECT ... ON CONFLICT (chunk_id)``: a redelivered batch
-   changes nothing, a changed chunk (re-embedded) is updated.
+   changes nothing, a changed chunk (re-embedded) is updated. Vectors go to
+   the index version their model and dimension belong to
+   (:func:`ragrun_common.versions.route`): version 1 is the chunk row's own
+   column, any other version a table of its own, loaded from a second staging
+   table in the same transaction.
 3. Count each touched document's rows of its newest chunk set; once all
    expected chunks are present that set becomes the served one and every other
    row of the document (older generations, other chunk sets, indexes past the
@@ -29,9 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ragrun_writer.plan import DocumentPlan, Stored, compare, rows_generation
+from ragrun_common.versions import PIPELINE_VERSION, IndexVersion, list_versions, route
+from ragrun_writer.plan import DocumentPlan, Row, Stored, compare, rows_generation
 
 log = logging.getLogger("ragrun.writer")
 
@@ -45,6 +51,18 @@ COPY ragrun_staging
 FROM STDIN WITH (FORMAT BINARY)
 """
 _COPY_TYPES = ["text", "text", "int8", "int4", "text", "int4", "jsonb", "text", "vector"]
+_VECTOR_STAGING_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS ragrun_vector_staging
+    (version integer, chunk_id text, embedding vector) ON COMMIT DELETE ROWS
+"""
+_COPY_VECTORS = """
+COPY ragrun_vector_staging (version, chunk_id, embedding) FROM STDIN WITH (FORMAT BINARY)
+"""
+_MERGE_VECTORS = """
+INSERT INTO {table} (chunk_id, embedding)
+SELECT chunk_id, embedding FROM ragrun_vector_staging WHERE version = %(version)s
+ON CONFLICT (chunk_id) DO UPDATE SET embedding = EXCLUDED.embedding
+"""
 
 _INSERT_DOCUMENT = """
 INSERT INTO ragrun.documents
@@ -101,10 +119,14 @@ ON CONFLICT (chunk_id) DO UPDATE SET
     tokens = EXCLUDED.tokens,
     metadata = EXCLUDED.metadata,
     model = EXCLUDED.model,
-    embedding = EXCLUDED.embedding,
+    -- A vector stored in another version leaves version 1's as it was, if the text is.
+    embedding = CASE
+        WHEN EXCLUDED.embedding IS NULL AND ragrun.chunks.content = EXCLUDED.content
+        THEN ragrun.chunks.embedding ELSE EXCLUDED.embedding END,
     written_at = now()
 WHERE (ragrun.chunks.content, ragrun.chunks.model)
       IS DISTINCT FROM (EXCLUDED.content, EXCLUDED.model)
+   OR (ragrun.chunks.embedding IS NULL AND EXCLUDED.embedding IS NOT NULL)
 """
 _COUNT = """
 SELECT count(*) FROM ragrun.chunks
@@ -190,6 +212,18 @@ def _row_metadata(plan: DocumentPlan, metadata: dict[str, Any]) -> dict[str, Any
     return {**metadata, "chunking": chunking} if chunking else metadata
 
 
+def _merge_vectors(cur: psycopg.Cursor[Any], rows: list[tuple[IndexVersion, Row]]) -> None:
+    """Load vectors of versions other than 1 into their tables (chunk rows exist by now)."""
+    cur.execute(_VECTOR_STAGING_DDL)
+    with cur.copy(_COPY_VECTORS) as copy:
+        copy.set_types(["int4", "text", "vector"])
+        for version, r in rows:
+            copy.write_row((version.version, r.chunk.chunk_id, r.vector))
+    for version in {version.version: version for version, _ in rows}.values():
+        query = sql.SQL(_MERGE_VECTORS).format(table=version.table)
+        cur.execute(query, {"version": version.version})
+
+
 def write_flush(conn: psycopg.Connection[Any], plans: list[DocumentPlan]) -> FlushResult:
     """Apply ``plans`` in one transaction (see the module docstring)."""
     live: list[_Live] = []
@@ -232,10 +266,20 @@ def write_flush(conn: psycopg.Connection[Any], plans: list[DocumentPlan]) -> Flu
 
         rows = [(item, row) for item in live for row in item.plan.rows.values()]
         if rows:
+            versions = list_versions(conn, lock=True)
+            routes = {
+                key: route(versions, *key) for key in {(r.model, len(r.vector)) for _, r in rows}
+            }
+            elsewhere = [
+                (routes[r.model, len(r.vector)], r)
+                for _, r in rows
+                if routes[r.model, len(r.vector)].version != PIPELINE_VERSION
+            ]
             cur.execute(_STAGING_DDL)
             with cur.copy(_COPY) as copy:
                 copy.set_types(_COPY_TYPES)
                 for item, r in rows:
+                    own = routes[r.model, len(r.vector)].version == PIPELINE_VERSION
                     copy.write_row(
                         (
                             r.chunk.chunk_id,
@@ -246,10 +290,12 @@ def write_flush(conn: psycopg.Connection[Any], plans: list[DocumentPlan]) -> Flu
                             r.chunk.tokens,
                             Jsonb(_row_metadata(item.plan, r.chunk.metadata)),
                             r.model,
-                            r.vector,
+                            r.vector if own else None,
                         )
                     )
             cur.execute(_MERGE)
+            if elsewhere:
+                _merge_vectors(cur, elsewhere)
 
         for item in live:
             key = item.key()

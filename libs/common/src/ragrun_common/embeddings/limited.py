@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ragrun_common.contracts import Vectors
 from ragrun_common.embeddings.base import EmbeddingProvider, Task
@@ -12,6 +13,9 @@ from ragrun_common.errors import ThrottledError
 from ragrun_common.ratelimit import AimdRateLimiter
 from ragrun_common.retry import Backoff, call_with_retries
 from ragrun_common.tokens import count_tokens
+
+if TYPE_CHECKING:
+    from ragrun_common.settings import EmbeddingBudgetSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +56,13 @@ class RateLimitedProvider:
             return vectors
 
         return call_with_retries(attempt, self.backoff, what=f"embed {len(texts)} texts")
+
+
+def with_budget(
+    provider: EmbeddingProvider, settings: EmbeddingBudgetSettings, kind: str
+) -> EmbeddingProvider:
+    """Vertex AI behind the configured budgets and retries (local models need neither)."""
+    if kind != "vertex":
+        return provider
+    limiter = AimdRateLimiter(settings.requests_per_minute, settings.tokens_per_minute)
+    return RateLimitedProvider(provider, limiter, Backoff(deadline_s=settings.retry_deadline_s))

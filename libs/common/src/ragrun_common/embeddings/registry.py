@@ -6,27 +6,27 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ragrun_common.embeddings.base import EmbeddingProvider
+from ragrun_common.embeddings.spec import EmbeddingSpec
 
 if TYPE_CHECKING:
     from ragrun_common.settings import CommonSettings
 
 
-def _hash(settings: CommonSettings) -> EmbeddingProvider:
+def _hash(spec: EmbeddingSpec, settings: CommonSettings) -> EmbeddingProvider:  # noqa: ARG001
     from ragrun_common.embeddings.hashing import HashEmbedder
 
-    return HashEmbedder(settings.embedding.dim)
+    return HashEmbedder(spec.dim)
 
 
-def _local(settings: CommonSettings) -> EmbeddingProvider:  # noqa: ARG001
+def _local(spec: EmbeddingSpec, settings: CommonSettings) -> EmbeddingProvider:  # noqa: ARG001
     from ragrun_common.embeddings.local import LocalEmbedder
 
     return LocalEmbedder()
 
 
-def _vertex(settings: CommonSettings) -> EmbeddingProvider:
+def _vertex(spec: EmbeddingSpec, settings: CommonSettings) -> EmbeddingProvider:
     from ragrun_common.embeddings.vertex import VertexEmbedder
 
-    spec = settings.embedding
     token = settings.vertex_access_token
     return VertexEmbedder(
         model=spec.model,
@@ -38,13 +38,20 @@ def _vertex(settings: CommonSettings) -> EmbeddingProvider:
     )
 
 
-_FACTORIES: dict[str, Callable[[CommonSettings], EmbeddingProvider]] = {
+_FACTORIES: dict[str, Callable[[EmbeddingSpec, CommonSettings], EmbeddingProvider]] = {
     "hash": _hash,
     "local": _local,
     "vertex": _vertex,
 }
 
 
-def create_provider(settings: CommonSettings) -> EmbeddingProvider:
-    """Build the provider the settings name (imports heavy dependencies lazily)."""
-    return _FACTORIES[settings.embedding.kind](settings)
+def create_provider(
+    settings: CommonSettings, spec: EmbeddingSpec | None = None
+) -> EmbeddingProvider:
+    """Build the provider ``spec`` names, by default the settings' (``RAGRUN_EMBEDDINGS``).
+
+    Heavy dependencies are imported lazily; Vertex AI's project, location and
+    endpoint come from the settings either way.
+    """
+    spec = spec or settings.embedding
+    return _FACTORIES[spec.kind](spec, settings)

@@ -1,0 +1,176 @@
+"""Index versions against a real PostgreSQL + pgvector (and the local Vertex AI stand-in)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+
+from ragrun_common.batching import BatchLimits
+from ragrun_common.db import SchemaMismatchError, migrate
+from ragrun_common.embeddings.base import Task
+from ragrun_common.embeddings.hashing import HashEmbedder
+from ragrun_common.embeddings.spec import parse_embedding_spec
+from ragrun_common.embeddings.vertex import VertexEmbedder
+from ragrun_common.testing.vertex_stub import VertexStub
+from ragrun_common.versions import (
+    VersionError,
+    activate,
+    active_version,
+    build_index,
+    coverage,
+    create_version,
+    drop,
+    fill,
+    get_version,
+    list_versions,
+    route,
+)
+
+DIM = 64
+LIMITS = BatchLimits(max_items=50, max_tokens=20_000)
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[psycopg.Connection[object]]:
+    with psycopg.connect(database_url, autocommit=True) as c:
+        migrate(c, DIM)
+        register_vector(c)
+        yield c
+
+
+def seed(conn: psycopg.Connection[object], n: int) -> list[str]:
+    """``n`` chunks of one document, with version 1 vectors from the hash embedder."""
+    conn.execute(
+        "INSERT INTO ragrun.documents (document_id, bucket, name, generation, active_generation,"
+        " state) VALUES ('d', 'b', 'a.txt', 1, 1, 'indexed')"
+    )
+    texts = [f"passage {i} about {'rivers' if i % 2 else 'granite'} number {i}" for i in range(n)]
+    vectors = HashEmbedder(DIM).embed(texts, Task.DOCUMENT)
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY ragrun.chunks (chunk_id, document_id, generation, chunk_index, content, tokens,"
+            " model, embedding) FROM STDIN"
+        ) as copy,
+    ):
+        for i, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
+            copy.write_row((f"c{i:05d}", "d", 1, i, text, 8, "hash", vector))
+    return texts
+
+
+def test_a_new_database_has_version_one_active(conn: psycopg.Connection[object]) -> None:
+    [version] = list_versions(conn)
+    assert (version.version, version.embeddings, version.dim, version.active) == (
+        1,
+        None,
+        DIM,
+        True,
+    )
+    assert active_version(conn).version == 1
+
+
+def test_create_fill_index_activate_and_drop(conn: psycopg.Connection[object]) -> None:
+    texts = seed(conn, 230)
+    spec = parse_embedding_spec("hash", 32)
+    version = create_version(conn, spec)
+    assert (version.version, version.state, version.active) == (2, "building", False)
+    with pytest.raises(VersionError, match="still building"):
+        activate(conn, 2)
+
+    seen: list[int] = []
+    provider = HashEmbedder(32)
+    done = fill(
+        conn, version, provider, LIMITS, page=100, on_progress=lambda p: seen.append(p.done)
+    )
+    assert (done.done, done.total) == (230, 230)
+    assert done.requests == 5  # pages of 100, 100, 30 in requests of at most 50
+    assert seen == sorted(seen) and seen[-1] == 230
+    # The stored vectors are the new model's, for the stored text.
+    stored = conn.execute(
+        "SELECT embedding FROM ragrun.vectors_2 WHERE chunk_id = 'c00007'"
+    ).fetchone()
+    assert stored is not None
+    expected = HashEmbedder(32).embed([texts[7]], Task.DOCUMENT)[0]
+    np.testing.assert_allclose(np.asarray(stored[0].to_numpy()), expected, atol=1e-6)
+
+    # A second fill finds nothing to do: filling is idempotent and resumable.
+    assert fill(conn, version, HashEmbedder(32), LIMITS).done == 0
+
+    build_index(conn, version)
+    index = conn.execute(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'ragrun' AND tablename = 'vectors_2'"
+        " AND indexname = 'vectors_2_hnsw'"
+    ).fetchone()
+    assert index is not None and "hnsw" in index[0]
+    assert get_version(conn, 2).state == "ready"
+
+    activate(conn, 2)
+    assert active_version(conn).version == 2
+    assert [v.active for v in list_versions(conn)] == [False, True]
+    with pytest.raises(VersionError, match="is active"):
+        drop(conn, 2)
+    with pytest.raises(VersionError, match="cannot be dropped"):
+        drop(conn, 1)
+
+    # Deleting chunks removes their vectors in every version.
+    conn.execute("DELETE FROM ragrun.chunks WHERE chunk_index >= 200")
+    assert coverage(conn, get_version(conn, 2)).vectors == 200
+
+    activate(conn, 1)
+    drop(conn, 2)
+    assert [v.version for v in list_versions(conn)] == [1]
+    gone = conn.execute("SELECT to_regclass('ragrun.vectors_2')").fetchone()
+    assert gone == (None,)
+    with pytest.raises(VersionError, match="no index version 2"):
+        activate(conn, 2)
+    # Version numbers are not reused while a higher one exists; after a drop the next is 2 again.
+    assert create_version(conn, spec).version == 2
+
+
+def test_fill_through_vertex_ai(conn: psycopg.Connection[object]) -> None:
+    """`ragrun index create --embeddings vertex:gemini-embedding-001 --dim 768` in miniature."""
+    seed(conn, 120)
+    spec = parse_embedding_spec("vertex:gemini-embedding-001", 768)
+    version = create_version(conn, spec)
+    with VertexStub() as stub:
+        provider = VertexEmbedder(
+            model=spec.model,
+            dim=spec.dim,
+            project="ragrun-test",
+            location="us-central1",
+            base_url=stub.base_url,
+            access_token="test-token",
+        )
+        stub.fail_next(1, status=400, message="too many texts")  # split, never dropped
+        done = fill(conn, version, provider, BatchLimits(max_items=100, max_tokens=20_000))
+        provider.close()
+        requests = stub.requests
+    assert done.done == 120
+    assert coverage(conn, version).vectors == 120
+    assert {r.model for r in requests} == {"gemini-embedding-001"}
+    assert sum(r.n_texts for r in requests[1:]) == 120  # the rejected first request resent
+    dims = conn.execute("SELECT DISTINCT vector_dims(embedding) FROM ragrun.vectors_2").fetchall()
+    assert dims == [(768,)]
+
+
+def test_writer_routing(conn: psycopg.Connection[object]) -> None:
+    version = create_version(conn, parse_embedding_spec("vertex:gemini-embedding-001", 768))
+    versions = list_versions(conn)
+    assert route(versions, "vertex:gemini-embedding-001", 768).version == version.version
+    assert route(versions, "hash", DIM).version == 1
+    assert route(versions, "local", DIM).version == 1  # version 1 is whatever the pipeline runs
+    with pytest.raises(VersionError, match="ragrun index create --embeddings hash --dim 768"):
+        route(versions, "hash", 768)
+
+
+def test_services_may_run_with_a_side_versions_dimension(
+    conn: psycopg.Connection[object],
+) -> None:
+    with pytest.raises(SchemaMismatchError, match="ragrun index create"):
+        migrate(conn, 768)
+    create_version(conn, parse_embedding_spec("vertex:gemini-embedding-001", 768))
+    assert migrate(conn, 768) == 0
