@@ -5,7 +5,7 @@ Run from the repository root (part of ``scripts/bench``)::
     .venv/bin/python bench/writer_bench.py --rows 100000 --dims 384 768
 
 For each dimension, on one private PostgreSQL 18 + pgvector and the same rows
-(synthetic ~1,000-character chunks, 100 per document, random unit vectors):
+(synthetic ~1,000-character chunks, 100 per document, clustered unit vectors):
 
 - **raw COPY, indexed**: one psycopg binary ``COPY`` of every row straight into
   ``ragrun.chunks`` with all its indexes (HNSW, GIN on the tsvector, btree), one
@@ -15,8 +15,11 @@ For each dimension, on one private PostgreSQL 18 + pgvector and the same rows
   ``RAGRUN_WRITER_MAX_ROWS`` rows (whole vector batches, as the subscriber
   gathers them), one transaction each: document rows, staging COPY, upsert,
   completion bookkeeping.
-- the same two without the HNSW and GIN indexes, for context (what index
-  maintenance costs, and the writer's own overhead laid bare);
+- **ragrun writer, bulk load**: the same flushes after ``ragrun index defer 1``
+  (the HNSW index dropped), then ``ragrun index sync 1`` (one
+  ``CREATE INDEX CONCURRENTLY``); rows per second over load and build together;
+- the raw COPY and the writer without the HNSW and GIN indexes, for context (what
+  index maintenance costs, and the writer's own overhead laid bare);
 - the peers (bench/_peers.py in .venv-bench), on the first ``--peer-rows`` rows
   of the same data, in 1,000-row calls, into their own default tables.
 
@@ -42,6 +45,7 @@ from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
 
 from ragrun_common.db import migrate
+from ragrun_common.versions import build_index, defer_index, get_version
 from ragrun_writer.plan import plan_flush
 from ragrun_writer.settings import WriterSettings
 from ragrun_writer.store import write_flush
@@ -110,6 +114,21 @@ def writer(
     return time.perf_counter() - start, times
 
 
+def bulk_load(conn: psycopg.Connection[Any], corpus: Corpus, max_rows: int) -> tuple[float, float]:
+    """Seconds for the writer with version 1's HNSW index deferred, and for its rebuild."""
+    conn.autocommit = True
+    version = get_version(conn, 1)
+    defer_index(conn, version)
+    conn.autocommit = False
+    load_s, _ = writer(conn, corpus, max_rows)
+    conn.autocommit = True
+    start = time.perf_counter()
+    build_index(conn, version)
+    build_s = time.perf_counter() - start
+    conn.autocommit = False
+    return load_s, build_s
+
+
 def check_rows(conn: psycopg.Connection[Any], expected: int) -> None:
     row = conn.execute("SELECT count(*) FROM ragrun.chunks").fetchone()
     conn.commit()
@@ -174,6 +193,12 @@ def bench_dim(url: str, dim: int, rows: int, peer_rows: int, max_rows: int) -> d
             print(f"  dim {dim} {tag}: raw COPY {rows / out[f'raw_{tag}_s']:,.0f} rows/s, "
                   f"writer {rows / total:,.0f} rows/s", flush=True)  # fmt: skip
         reset(conn, dim)
+        load_s, build_s = bulk_load(conn, corpus, max_rows)
+        check_rows(conn, rows)
+        out["bulk_load_s"], out["bulk_build_s"] = load_s, build_s
+        print(f"  dim {dim} bulk: load {load_s:.1f} s + index build {build_s:.1f} s = "
+              f"{rows / (load_s + build_s):,.0f} rows/s", flush=True)  # fmt: skip
+        reset(conn, dim)
     peers: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ragrun-bench-peers-") as tmp:
         prefix = dump_for_peers(corpus, peer_rows, Path(tmp))
@@ -199,6 +224,11 @@ def table(results: list[dict[str, Any]]) -> str:
         lines.append(line("raw binary COPY, HNSW+GIN indexed table", n, raw))
         lines.append(line(f"**ragrun writer** (flushes of {r['max_rows']:,} rows)", n,
                           n / r["writer_indexed_s"]))  # fmt: skip
+        if "bulk_load_s" in r:
+            bulk = n / (r["bulk_load_s"] + r["bulk_build_s"])
+            what = (f"**ragrun writer, bulk load** (index deferred, then built: "
+                    f"{r['bulk_load_s']:.0f} s + {r['bulk_build_s']:.0f} s)")  # fmt: skip
+            lines.append(line(what, n, bulk))
         lines.append(line("raw binary COPY, no HNSW/GIN (context)", n, n / r["raw_noindex_s"]))
         lines.append(line("ragrun writer, no HNSW/GIN (context)", n, n / r["writer_noindex_s"]))
         for p in r["peers"]:
@@ -218,6 +248,9 @@ def summary(results: list[dict[str, Any]]) -> list[str]:
         ratio = ours / (n / r["raw_indexed_s"])
         rates = [float(p["rows_per_s"]) for p in r["peers"] if "rows_per_s" in p]
         peer = f"{ours / max(rates):.1f}x the fastest peer" if rates else "no peer measured"
+        if "bulk_load_s" in r and rates:
+            bulk = n / (r["bulk_load_s"] + r["bulk_build_s"])
+            peer += f" (bulk load: {bulk / max(rates):.1f}x)"
         out.append(f"- {r['dim']} dims: writer {ratio:.2f}x raw COPY (goal >= 0.9x), {peer} "
                    f"(goal >= 10x); flush p50 {r['flush_p50_s'] * 1000:.0f} ms, "
                    f"max {r['flush_max_s'] * 1000:.0f} ms")  # fmt: skip

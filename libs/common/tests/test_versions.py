@@ -174,3 +174,22 @@ def test_services_may_run_with_a_side_versions_dimension(
         migrate(conn, 768)
     create_version(conn, parse_embedding_spec("vertex:gemini-embedding-001", 768))
     assert migrate(conn, 768) == 0
+
+
+def test_defer_and_rebuild_the_pipeline_index(conn: psycopg.Connection[object]) -> None:
+    """A bulk load without the vector index, then one build; searches stay exact meanwhile."""
+    from ragrun_common.versions import defer_index
+
+    seed(conn, 50)
+    version = get_version(conn, 1)
+    defer_index(conn, version)
+    assert get_version(conn, 1).state == "building"
+    assert conn.execute(
+        "SELECT count(*) FROM pg_indexes WHERE indexname = 'chunks_embedding_hnsw'"
+    ).fetchone() == (0,)
+    assert active_version(conn).version == 1  # still answering, by exact scans
+    build_index(conn, version)
+    assert get_version(conn, 1).state == "ready"
+    assert conn.execute(
+        "SELECT count(*) FROM pg_indexes WHERE indexname = 'chunks_embedding_hnsw'"
+    ).fetchone() == (1,)

@@ -28,6 +28,7 @@ from ragrun_common.versions import (
     build_index,
     coverage,
     create_version,
+    defer_index,
     drop,
     fill,
     get_version,
@@ -57,13 +58,15 @@ def sync(settings: IndexSettings, version: int, on_progress: OnProgress) -> Inde
     """Embed the chunks ``version`` lacks, build its index if missing, and mark it ready.
 
     Filling before the index is built loads rows without index maintenance; a
-    second pass picks up chunks the pipeline wrote during the build.
+    second pass picks up chunks the pipeline wrote during the build. Version 1
+    is filled by the pipeline: only its index is built (after ``defer``).
     """
     with _connect(settings) as conn:
         target = get_version(conn, version)
         spec = target.spec()
-        if spec is None:
-            raise ValueError("version 1 is filled by the pipeline; use replay or reindex")
+        if spec is None:  # version 1: the pipeline fills it, only its index is built here
+            build_index(conn, target, maintenance_work_mem=settings.build_memory)
+            return get_version(conn, version)
         provider = with_budget(create_provider(settings, spec), settings, spec.kind)
         started = time.monotonic()
         limits = settings.batch_limits
@@ -144,6 +147,11 @@ def activate_version(settings: IndexSettings, version: int, *, force: bool) -> t
             )
         activate(conn, version)
         return counted.vectors, counted.chunks
+
+
+def defer(settings: IndexSettings, version: int) -> None:
+    with _connect(settings) as conn:
+        defer_index(conn, get_version(conn, version))
 
 
 def drop_version(settings: IndexSettings, version: int) -> None:

@@ -319,6 +319,14 @@ def cmd_index(args: argparse.Namespace) -> int:
             vectors, chunks = index.activate_version(settings, args.version, force=args.force)
             print(f"ragrun index: version {args.version} is active ({vectors}/{chunks} chunks)")
             return 0
+        if args.action == "defer":
+            index.defer(settings, args.version)
+            print(
+                f"ragrun index: version {args.version} has no vector index now: loads run at "
+                f"COPY speed, its searches scan exactly; `ragrun index sync {args.version}` "
+                "builds the index again"
+            )
+            return 0
         if args.action == "drop":
             index.drop_version(settings, args.version)
             print(f"ragrun index: version {args.version} dropped")
@@ -340,11 +348,15 @@ def cmd_index(args: argparse.Namespace) -> int:
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     [listed] = [row for row in index.listing(settings) if row.version.version == version.version]
+    then = (
+        "it is the active version"
+        if version.active
+        else f"activate it with `ragrun index activate {version.version}`"
+    )
     print(
         f"ragrun index: version {version.version} ({listed.embeddings}, {version.dim} dimensions)"
         f" is {version.state}: {listed.vectors}/{listed.chunks} chunks in "
-        f"{time.monotonic() - started:.1f} s; activate it with "
-        f"`ragrun index activate {version.version}`"
+        f"{time.monotonic() - started:.1f} s; {then}"
     )
     return 0
 
@@ -447,6 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     act = idx_sub.add_parser("activate", help="make queries use this version, at once")
     act.add_argument("version", type=int)
     act.add_argument("--force", action="store_true", help="even if chunks lack vectors")
+    later = idx_sub.add_parser(
+        "defer", help="drop a version's vector index for a bulk load (`sync` rebuilds it)"
+    )
+    later.add_argument("version", type=int)
     gone = idx_sub.add_parser("drop", help="delete a version that is not active")
     gone.add_argument("version", type=int)
     idx.set_defaults(func=cmd_index)

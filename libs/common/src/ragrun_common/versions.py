@@ -70,6 +70,8 @@ class IndexVersion:
 
     @property
     def index_name(self) -> str:
+        if self.version == PIPELINE_VERSION:
+            return "chunks_embedding_hnsw"
         return f"vectors_{self.version}_hnsw"
 
     def spec(self) -> EmbeddingSpec | None:
@@ -257,13 +259,12 @@ def fill(
 def build_index(
     conn: psycopg.Connection[Any], version: IndexVersion, *, maintenance_work_mem: str = "512MB"
 ) -> None:
-    """Build the HNSW index of a side version without blocking the writer, then mark it ready.
+    """Build a version's HNSW index without blocking the writer, then mark the version ready.
 
     ``conn`` must be in autocommit mode (``CREATE INDEX CONCURRENTLY``). A build
-    interrupted earlier leaves an invalid index, which is dropped and built again.
+    interrupted earlier leaves an invalid index, which is dropped and built again;
+    a valid one is kept.
     """
-    if version.version == PIPELINE_VERSION:
-        return
     index = sql.Identifier("ragrun", version.index_name)
     valid = conn.execute(
         "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
@@ -286,6 +287,23 @@ def build_index(
     conn.execute(
         "UPDATE ragrun.index_versions SET state = 'ready' WHERE version = %s", (version.version,)
     )
+
+
+def defer_index(conn: psycopg.Connection[Any], version: IndexVersion) -> None:
+    """Drop a version's HNSW index for a bulk load; :func:`build_index` builds it again.
+
+    Loading without the index runs at COPY speed, and one build afterwards is
+    several times faster than maintaining the graph row by row. Meanwhile
+    searches of the version stay correct, as exact scans. ``conn`` must be in
+    autocommit mode.
+    """
+    conn.execute(
+        "UPDATE ragrun.index_versions SET state = 'building' WHERE version = %s",
+        (version.version,),
+    )
+    index = sql.Identifier("ragrun", version.index_name)
+    conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(index))
+    log.info("index.deferred", extra={"fields": {"version": version.version}})
 
 
 def activate(conn: psycopg.Connection[Any], version: int) -> IndexVersion:
