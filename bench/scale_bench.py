@@ -11,7 +11,9 @@ The writer core (``plan_flush`` + ``write_flush``, flushes of
 indexes on a private PostgreSQL, without the emulator: each 100,000-row step is
 generated, written and dropped, and the step's rows/s and this process's peak
 resident memory (VmHWM) are recorded after it, to ``--progress`` too, so a run
-stopped early still says how far it got.
+stopped early still says how far it got. ``--bulk`` defers the HNSW index
+(``ragrun index defer 1``) and builds it once after the load (``ragrun index
+sync 1``), timed separately.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 from _ingest import flushes, make_corpus, postgres, vm_hwm_mib
 from writer_bench import connect, reset
 
+from ragrun_common.versions import build_index, defer_index, get_version
 from ragrun_writer.plan import plan_flush
 from ragrun_writer.settings import WriterSettings
 from ragrun_writer.store import write_flush
@@ -55,12 +58,19 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=45.0)
     parser.add_argument("--progress", type=Path)
     parser.add_argument("--step", type=int, default=STEP, help="rows per measured step")
+    parser.add_argument(
+        "--bulk", action="store_true", help="defer the HNSW index, build it after the load"
+    )
     args = parser.parse_args()
     max_rows = WriterSettings().max_rows
     deadline = time.monotonic() + args.max_minutes * 60
     steps: list[dict[str, Any]] = []
     with postgres() as server, connect(server.url) as conn:
         reset(conn, args.dim)
+        if args.bulk:
+            conn.autocommit = True
+            defer_index(conn, get_version(conn, 1))
+            conn.autocommit = False
         loaded = 0
         while loaded < args.rows and time.monotonic() < deadline:
             n = min(args.step, args.rows - loaded)
@@ -80,6 +90,20 @@ def main() -> None:
                 args.progress.write_text(json.dumps(
                     {"dim": args.dim, "target": args.rows, "max_rows": max_rows,
                      "steps": steps}, indent=2))  # fmt: skip
+        build: dict[str, Any] = {}
+        if args.bulk:
+            conn.autocommit = True
+            start = time.perf_counter()
+            build_index(conn, get_version(conn, 1))
+            build["build_s"] = round(time.perf_counter() - start, 1)
+            load_s = sum(step["seconds"] for step in steps)
+            build["rows_per_s_incl_build"] = loaded / (load_s + build["build_s"])
+            print(f"  scale: index built in {build['build_s']:,.0f} s; load and build "
+                  f"{build['rows_per_s_incl_build']:,.0f} rows/s", flush=True)  # fmt: skip
+            if args.progress:
+                args.progress.write_text(json.dumps(
+                    {"dim": args.dim, "target": args.rows, "max_rows": max_rows, "bulk": True,
+                     "steps": steps, **build}, indent=2))  # fmt: skip
     print(table(steps))
     done = steps[-1]["rows"] if steps else 0
     if done < args.rows:
