@@ -143,7 +143,10 @@ def stream_batches(
     for piece in iter_chunks(sections, config):
         count += 1
         if count > limits.max_chunks:
-            raise ExtractionError(_too_many(count, limits).replace(f" {count} ", " more than "))
+            raise ExtractionError(
+                f"document yields more than {limits.max_chunks} chunks, the limit "
+                "(RAGRUN_MAX_CHUNKS)"
+            )
         pending.append(_to_chunk(document, piece, kind))
         if len(pending) >= 2 * batch_limits.max_items:
             *full, pending = plan_batches(pending, lambda c: c.tokens, batch_limits)

@@ -8,12 +8,14 @@ unavailable), which answers 500 so Pub/Sub or Eventarc redelivers.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import importlib.metadata
 import itertools
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import functions_framework
@@ -48,8 +50,10 @@ from ragrun_common.pubsub import make_publisher, publish_all
 
 log = logging.getLogger("ragrun.chunker")
 
-# Chunk batches of a streamed document published (and confirmed) at a time.
-_STREAM_PUBLISH_BATCHES = 8
+# Chunk batches of a streamed document published (and confirmed) at a time. One
+# group is confirmed in the background while the next is cut, so a 1 GiB object
+# does not wait for ~1,000 publish round trips; memory holds two groups (a few MB).
+_STREAM_PUBLISH_BATCHES = 16
 
 
 @dataclass
@@ -195,16 +199,25 @@ class Chunker:
         stream = stream_batches(
             document, kind, counted(), self.config, self.limits, self.settings.batch_limits
         )
-        for batch in stream:
-            pending.append(batch)
-            if batch.chunks:
-                batches += 1
-                chunks += len(batch.chunks)
-                tokens += sum(c.tokens for c in batch.chunks)
-            if len(pending) >= _STREAM_PUBLISH_BATCHES:
-                self._publish(pending)
-                pending = []
-        self._publish(pending)  # ends with the manifest
+        # Leaving the block (also on an error) waits for the group being confirmed.
+        with ThreadPoolExecutor(1, thread_name_prefix="chunker-publish") as confirmer:
+            confirming: Future[None] | None = None
+            for batch in stream:
+                pending.append(batch)
+                if batch.chunks:
+                    batches += 1
+                    chunks += len(batch.chunks)
+                    tokens += sum(c.tokens for c in batch.chunks)
+                if len(pending) >= _STREAM_PUBLISH_BATCHES:
+                    if confirming is not None:
+                        confirming.result()  # a failed publish fails the event (retryable)
+                    # In this span's trace context, which the publisher puts in the messages.
+                    context = contextvars.copy_context()
+                    confirming = confirmer.submit(context.run, self._publish, pending)
+                    pending = []
+            if confirming is not None:
+                confirming.result()
+        self._publish(pending)  # ends with the manifest, after every batch is confirmed
         return chunks, batches, tokens, size
 
     def _publish(self, batches: list[ChunkBatch]) -> None:
