@@ -21,7 +21,7 @@ from ragrun_cli.provision import dead_letter_name
 from ragrun_cli.replay import STAGES
 from ragrun_common.contracts import SCHEMA_ATTR, ChunkBatch, VectorBatch
 from ragrun_common.errors import ContractError
-from ragrun_common.pubsub import publish_all
+from ragrun_common.pubsub import make_subscriber, publish_all
 from ragrun_common.settings import CommonSettings
 
 # The message contract each stage consumes, to explain what a dead letter holds.
@@ -63,7 +63,7 @@ def list_dead_letters(
     settings: CommonSettings, stages: tuple[str, ...] = STAGES, limit: int = 100
 ) -> list[DeadLetter]:
     """Peek at up to ``limit`` dead letters per stage; they stay where they are."""
-    subscriber = pubsub_v1.SubscriberClient()
+    subscriber = make_subscriber()
     found: list[DeadLetter] = []
     try:
         for stage in stages:
@@ -104,7 +104,7 @@ def replay_dead_letters(
     settings: CommonSettings, stages: tuple[str, ...] = STAGES, limit: int = 1_000
 ) -> dict[str, int]:
     """Send up to ``limit`` dead letters per stage back to the stage's input topic."""
-    subscriber = pubsub_v1.SubscriberClient()
+    subscriber = make_subscriber()
     publisher = pubsub_v1.PublisherClient()
     counts: dict[str, int] = {}
     try:

@@ -13,6 +13,7 @@ the publisher writes it, and each handled batch becomes a span under it.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -22,8 +23,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import grpc
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
+from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
 from opentelemetry.trace import StatusCode
 
 from ragrun_common import telemetry
@@ -33,6 +36,25 @@ log = logging.getLogger(__name__)
 
 # Pub/Sub's limit is 10 MB per publish request; stay clear of it.
 MAX_MESSAGE_BYTES = 9_000_000
+
+
+def make_subscriber() -> pubsub_v1.SubscriberClient:
+    """A subscriber client that can receive a whole pull response.
+
+    On Google Cloud the client's channel takes responses of any size. Against
+    the emulator (``PUBSUB_EMULATOR_HOST``) the client opens a plain channel
+    with gRPC's default 4 MiB receive limit, and one pull of a few large chunk
+    batches exceeds it, failing every pull of the subscription; this channel
+    has no limit either.
+    """
+    host = os.environ.get("PUBSUB_EMULATOR_HOST")
+    if not host:
+        return pubsub_v1.SubscriberClient()
+    channel = grpc.insecure_channel(
+        host,
+        options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
+    )
+    return pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel))
 
 
 def make_publisher(max_latency_s: float = 0.02) -> pubsub_v1.PublisherClient:
@@ -144,7 +166,7 @@ class BatchingSubscriber:
 
     def run(self, subscriber: pubsub_v1.SubscriberClient | None = None) -> None:
         """Pull and process until :meth:`stop` is called."""
-        client = subscriber or pubsub_v1.SubscriberClient()
+        client = subscriber or make_subscriber()
         threads = [
             threading.Thread(target=self._pull, args=(client,), name="pull", daemon=True),
             threading.Thread(target=self._work, args=(client,), name="work", daemon=True),

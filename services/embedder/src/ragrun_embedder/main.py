@@ -29,6 +29,7 @@ from ragrun_common.pubsub import (
     Outcome,
     Received,
     make_publisher,
+    make_subscriber,
     publish_all,
 )
 from ragrun_embedder.core import embed_batches
@@ -111,7 +112,7 @@ def main() -> None:
         publisher=publisher,
         topic_path=publisher.topic_path(settings.project, settings.vectors_topic),
     )
-    subscriber = pubsub_v1.SubscriberClient()
+    subscriber = make_subscriber()
     worker = BatchingSubscriber(
         subscription_path=subscriber.subscription_path(
             settings.project, settings.embedder_subscription

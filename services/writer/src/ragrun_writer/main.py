@@ -16,7 +16,6 @@ from types import FrameType
 from typing import Any
 
 import psycopg
-from google.cloud import pubsub_v1
 from opentelemetry.trace import SpanKind
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -25,7 +24,7 @@ from ragrun_common.contracts import VectorBatch
 from ragrun_common.db import make_pool, migrate_url
 from ragrun_common.errors import ContractError, PermanentError, RetryableError
 from ragrun_common.logs import configure_logging
-from ragrun_common.pubsub import BatchingSubscriber, Outcome, Received
+from ragrun_common.pubsub import BatchingSubscriber, Outcome, Received, make_subscriber
 from ragrun_common.retry import Backoff, call_with_retries
 from ragrun_writer.plan import plan_flush
 from ragrun_writer.settings import WriterSettings
@@ -127,7 +126,7 @@ def main() -> None:
     migrate_url(settings.database_url, dim)
     pool = make_pool(settings.database_url, max_size=2, name="writer")
     writer = Writer(pool=pool, dim=dim, backoff=Backoff(deadline_s=settings.retry_deadline_s))
-    subscriber = pubsub_v1.SubscriberClient()
+    subscriber = make_subscriber()
     worker = BatchingSubscriber(
         subscription_path=subscriber.subscription_path(
             settings.project, settings.writer_subscription

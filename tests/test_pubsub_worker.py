@@ -1,0 +1,80 @@
+"""The services' pull worker against the real Pub/Sub emulator: large messages get through.
+
+Chunk batches of a big document are megabytes each; one pull returns several
+of them at once. gRPC's default 4 MiB receive limit would fail every pull of
+the subscription, so the embedder would stall on the first large document.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from google.cloud import pubsub_v1
+
+from ragrun_cli.components import PubSubEmulator
+from ragrun_common.pubsub import BatchingSubscriber, Outcome, Received
+
+PROJECT = "ragrun-pull"
+
+
+@pytest.fixture
+def emulator(
+    pubsub_emulator_available: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[PubSubEmulator]:
+    home = Path(tempfile.mkdtemp(prefix="ragrun-pull-"))
+    server = PubSubEmulator(home)
+    try:
+        server.start()
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", server.host)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_pull_of_several_megabyte_messages_is_received(emulator: PubSubEmulator) -> None:
+    publisher = pubsub_v1.PublisherClient()
+    topic = publisher.topic_path(PROJECT, "big-batches")
+    publisher.create_topic(name=topic)
+    admin = pubsub_v1.SubscriberClient()
+    subscription = admin.subscription_path(PROJECT, "big-batches-worker")
+    admin.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=30)
+    admin.close()
+    payloads = [bytes([i]) * 3_000_000 for i in range(4)]  # 12 MB: one pull of 4 is > 4 MiB
+    for future in [publisher.publish(topic, data) for data in payloads]:
+        future.result(timeout=30)
+
+    received: list[bytes] = []
+
+    def handle(messages: Sequence[Received]) -> list[Outcome]:
+        received.extend(m.data for m in messages)
+        return [Outcome.ACK] * len(messages)
+
+    worker = BatchingSubscriber(
+        subscription_path=subscription, handler=handle, max_messages=10, max_latency_s=0.5
+    )
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(received) < len(payloads) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+    assert errors == []
+    assert sorted(received) == sorted(payloads)
