@@ -60,7 +60,7 @@ def test_same_bytes_give_the_same_chunks_however_they_arrive() -> None:
 
 def test_too_many_chunks_stops_the_stream() -> None:
     with pytest.raises(
-        ExtractionError, match=r"more than 50 chunks, the limit \(RAGRUN_MAX_CHUNKS\)"
+        ExtractionError, match=r"more chunks than the limit of 50 \(RAGRUN_MAX_CHUNKS\)"
     ):
         run(text(400).encode(), 4096, Limits(max_chunks=50))
 

@@ -144,7 +144,7 @@ def stream_batches(
         count += 1
         if count > limits.max_chunks:
             raise ExtractionError(
-                f"document yields more than {limits.max_chunks} chunks, the limit "
+                f"document yields more chunks than the limit of {limits.max_chunks} "
                 "(RAGRUN_MAX_CHUNKS)"
             )
         pending.append(_to_chunk(document, piece, kind))
