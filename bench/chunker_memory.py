@@ -29,6 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import psycopg  # noqa: E402
+
 from tests.conftest import Stack, started_stack, wait_for  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "chunker-memory.md"
@@ -52,10 +54,26 @@ def status_kib(pid: int, field: str) -> int:
     return 0
 
 
-def peak_mib(stack: Stack) -> float:
-    """Largest VmHWM among the chunker's processes, MiB (the worker does the work)."""
-    pid = stack.local.procs["chunker"].pid
+def peak_mib(stack: Stack, service: str = "chunker") -> float:
+    """Largest VmHWM among a service's processes, MiB (for the chunker: its worker)."""
+    pid = stack.local.procs[service].pid
     return max(status_kib(p, "VmHWM") for p in tree(pid)) / 1024
+
+
+WORKERS = ("chunker", "embedder", "writer")
+
+
+def peaks(stack: Stack) -> tuple[str, ...]:
+    return tuple(f"{peak_mib(stack, name):.0f}" for name in WORKERS)
+
+
+def documents(stack: Stack) -> tuple[int, int]:
+    """(indexed, all) documents in the database."""
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE state = 'indexed'), count(*) FROM ragrun.documents"
+        ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def chunked_count(stack: Stack) -> int:
@@ -105,6 +123,19 @@ def in_process(megabytes: int, chunk_tokens: int) -> None:
     print(f"{megabytes} MiB, {chunks} chunks in {seconds:.1f} s: {rate:.1f} MB/s")  # noqa: T201
 
 
+def drain(stack: Stack, args: argparse.Namespace, started: float) -> str:
+    """Seconds from ``started`` until every document is indexed, if ``--drain``."""
+    if not args.drain:
+        return "-"
+
+    def done() -> bool:
+        indexed, total = documents(stack)
+        return indexed == total
+
+    wait_for(done, args.timeout, "every document indexed")
+    return f"{time.monotonic() - started:.0f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--text-mb", type=int, default=1024, help="size of the large text object")
@@ -112,6 +143,15 @@ def main() -> None:
     parser.add_argument("--chunk-tokens", type=int, default=256)
     parser.add_argument("--timeout", type=float, default=7200)
     parser.add_argument("--in-process-mb", type=int, default=0, help="time the pure path only")
+    parser.add_argument(
+        "--drain", action="store_true", help="also wait until every document is indexed"
+    )
+    parser.add_argument(
+        "--defer-index",
+        action="store_true",
+        help="`ragrun index defer 1` before the uploads, `ragrun index sync 1` at the end",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.in_process_mb:
         in_process(args.in_process_mb, args.chunk_tokens)
@@ -122,11 +162,12 @@ def main() -> None:
         "RAGRUN_CHUNK_TOKENS": str(args.chunk_tokens),
         "RAGRUN_LOG_LEVEL": "INFO",
     }
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[tuple[str, ...]] = []
     with started_stack(embeddings="hash", bucket="bench-memory", extra_env=env) as stack:
         bucket = stack.bucket()
-        baseline = peak_mib(stack)
-        rows.append(("idle chunker", "-", "-", f"{baseline:.0f}"))
+        rows.append(("idle", "-", "-", "-", *peaks(stack)))
+        if args.defer_index:
+            stack.cli("index", "defer", "1")
 
         if args.text_mb:
             with tempfile.TemporaryDirectory() as tmp:
@@ -144,14 +185,11 @@ def main() -> None:
             )
             assert not failures(stack), failures(stack)
             seconds = time.monotonic() - started
+            indexed = drain(stack, args, started)
             rows.append(
-                (
-                    f"one {args.text_mb} MiB text object",
-                    "1",
-                    f"{seconds:.0f}",
-                    f"{peak_mib(stack):.0f}",
-                )
-            )
+                (f"one {args.text_mb} MiB text object", "1", f"{seconds:.0f}", indexed,
+                 *peaks(stack))
+            )  # fmt: skip
 
         if args.files:
             before = chunked_count(stack)
@@ -169,26 +207,34 @@ def main() -> None:
                 f"{args.files} small objects chunked",
             )
             seconds = time.monotonic() - started
+            indexed = drain(stack, args, started)
             rows.append(
-                (f"{args.files} small text objects", str(args.files), f"{seconds:.0f}",
-                 f"{peak_mib(stack):.0f}")
+                (f"{args.files} small text objects", str(args.files), f"{seconds:.0f}", indexed,
+                 *peaks(stack))
             )  # fmt: skip
+        if args.defer_index:
+            started = time.monotonic()
+            stack.cli("index", "sync", "1", timeout=args.timeout)
+            rows.append(("HNSW index built (`ragrun index sync 1`)", "-", "-",
+                         f"{time.monotonic() - started:.0f}", *peaks(stack)))  # fmt: skip
 
     command = ".venv/bin/python bench/chunker_memory.py " + shlex.join(sys.argv[1:])
     table = [
-        "| scenario | objects | seconds to chunked | chunker peak RSS (VmHWM, MiB, cumulative) |",
-        "|---|---|---|---|",
-        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
+        "| scenario | objects | seconds to chunked | seconds to indexed "
+        "| chunker | embedder | writer |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *("| " + " | ".join(row) + " |" for row in rows),
     ]
     text = "\n".join(table)
     print(text)  # noqa: T201 - a benchmark's output
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
         "# Chunker peak memory\n\n"
         f"Command: `{command}`\n\n"
         f"Machine: {os.cpu_count()} cores, shared; hash embeddings; chunk tokens "
         f"{args.chunk_tokens}; gunicorn gthread worker (THREADS default).\n"
-        "VmHWM is a high-water mark: each row includes the rows above it.\n\n"
+        "Worker columns: peak RSS (VmHWM of the service's process tree, MiB), a high-water "
+        "mark: each row includes the rows above it.\n\n"
         f"{text}\n"
     )
 

@@ -35,14 +35,16 @@ class Stack:
     def bucket(self) -> storage.Bucket:
         return storage_client(self.env["GOOGLE_CLOUD_PROJECT"]).bucket(self.env["RAGRUN_BUCKET"])
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         """Run the real ``ragrun`` command against this stack."""
         done = subprocess.run(
             [sys.executable, "-m", "ragrun_cli.main", *args],
             env={**os.environ, **self.env},
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=timeout,
             check=False,
         )
         if check and done.returncode != 0:
