@@ -199,6 +199,10 @@ def bench_dim(url: str, dim: int, rows: int, peer_rows: int, max_rows: int) -> d
         print(f"  dim {dim} bulk: load {load_s:.1f} s + index build {build_s:.1f} s = "
               f"{rows / (load_s + build_s):,.0f} rows/s", flush=True)  # fmt: skip
         reset(conn, dim)
+    with psycopg.connect(url, autocommit=True) as conn:
+        # The peers reuse their tables if present, which would keep the last dimension.
+        conn.execute("DROP TABLE IF EXISTS lc_store, langchain_pg_embedding,"
+                     " langchain_pg_collection, data_bench CASCADE")  # fmt: skip
     peers: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ragrun-bench-peers-") as tmp:
         prefix = dump_for_peers(corpus, peer_rows, Path(tmp))

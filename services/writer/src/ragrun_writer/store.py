@@ -6,9 +6,10 @@ Order of work, all in one transaction so a crash leaves nothing half-done:
    with the plan's (see :mod:`ragrun_writer.plan`): an older one is stale and
    skipped, a newer one resets the counts. Queries keep serving the
    ``active_generation`` until its successor is complete.
-2. Binary COPY every chunk row into a session-local staging table, then
-   ``INSERT ... SELECT ... ON CONFLICT (chunk_id)``: a redelivered batch
-   changes nothing, a changed chunk (re-embedded) is updated. Vectors go to
+2. Binary COPY every chunk row straight into ``ragrun.chunks`` when none of
+   them is stored yet (a first delivery); otherwise into a session-local
+   staging table, then ``INSERT ... SELECT ... ON CONFLICT (chunk_id)``: a
+   redelivered batch changes nothing, a changed chunk (re-embedded) is updated. Vectors go to
    the index version their model and dimension belong to
    (:func:`ragrun_common.versions.route`): version 1 is the chunk row's own
    column, any other version a table of its own, loaded from a second staging
@@ -51,6 +52,8 @@ COPY ragrun_staging
 FROM STDIN WITH (FORMAT BINARY)
 """
 _COPY_TYPES = ["text", "text", "int8", "int4", "text", "int4", "jsonb", "text", "vector"]
+_COPY_DIRECT = _COPY.replace("COPY ragrun_staging", "COPY ragrun.chunks")
+_ANY_EXISTS = "SELECT 1 FROM ragrun.chunks WHERE chunk_id = ANY(%s) LIMIT 1"
 _VECTOR_STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS ragrun_vector_staging
     (version integer, chunk_id text, embedding vector) ON COMMIT DELETE ROWS
@@ -212,6 +215,36 @@ def _row_metadata(plan: DocumentPlan, metadata: dict[str, Any]) -> dict[str, Any
     return {**metadata, "chunking": chunking} if chunking else metadata
 
 
+def _copy(cur: psycopg.Cursor[Any], statement: str, tuples: list[tuple[Any, ...]]) -> None:
+    with cur.copy(statement) as copy:
+        copy.set_types(_COPY_TYPES)
+        for row in tuples:
+            copy.write_row(row)
+
+
+def _load_chunks(
+    conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], tuples: list[tuple[Any, ...]]
+) -> None:
+    """Store chunk rows: one straight COPY when none of them exists yet, else a merge.
+
+    A first delivery (the usual case) costs what a raw COPY costs; a redelivery,
+    a replay or a re-embedding goes through the staging table and the upsert.
+    Should another writer store some of the rows between the check and the COPY,
+    the COPY's savepoint is rolled back and the merge does the work.
+    """
+    if cur.execute(_ANY_EXISTS, ([t[0] for t in tuples],)).fetchone() is None:
+        try:
+            with conn.transaction():
+                _copy(cur, _COPY_DIRECT, tuples)
+        except psycopg.errors.UniqueViolation:
+            log.info("writer.copy_conflict", extra={"fields": {"rows": len(tuples)}})
+        else:
+            return
+    cur.execute(_STAGING_DDL)
+    _copy(cur, _COPY, tuples)
+    cur.execute(_MERGE)
+
+
 def _merge_vectors(cur: psycopg.Cursor[Any], rows: list[tuple[IndexVersion, Row]]) -> None:
     """Load vectors of versions other than 1 into their tables (chunk rows exist by now)."""
     cur.execute(_VECTOR_STAGING_DDL)
@@ -275,25 +308,22 @@ def write_flush(conn: psycopg.Connection[Any], plans: list[DocumentPlan]) -> Flu
                 for _, r in rows
                 if routes[r.model, len(r.vector)].version != PIPELINE_VERSION
             ]
-            cur.execute(_STAGING_DDL)
-            with cur.copy(_COPY) as copy:
-                copy.set_types(_COPY_TYPES)
-                for item, r in rows:
-                    own = routes[r.model, len(r.vector)].version == PIPELINE_VERSION
-                    copy.write_row(
-                        (
-                            r.chunk.chunk_id,
-                            r.document_id,
-                            item.rows_generation,
-                            r.chunk.index,
-                            r.chunk.text,
-                            r.chunk.tokens,
-                            Jsonb(_row_metadata(item.plan, r.chunk.metadata)),
-                            r.model,
-                            r.vector if own else None,
-                        )
-                    )
-            cur.execute(_MERGE)
+            pipeline = next(v for v in versions if v.version == PIPELINE_VERSION)
+            tuples = [
+                (
+                    r.chunk.chunk_id,
+                    r.document_id,
+                    item.rows_generation,
+                    r.chunk.index,
+                    r.chunk.text,
+                    r.chunk.tokens,
+                    Jsonb(_row_metadata(item.plan, r.chunk.metadata)),
+                    r.model,
+                    r.vector if routes[r.model, len(r.vector)] is pipeline else None,
+                )
+                for item, r in rows
+            ]
+            _load_chunks(conn, cur, tuples)
             if elsewhere:
                 _merge_vectors(cur, elsewhere)
 
