@@ -4,11 +4,12 @@ From the repository root (``scripts/bench`` does this after installing)::
 
     .venv/bin/python bench/run_all.py [--quick]
 
-Runs bench/writer_bench.py, bench/pipeline_bench.py and bench/scale_bench.py
-one after another (each starts its own PostgreSQL and stack on free ports),
-keeps their raw figures in bench/results/*.json and renders the tables with the
-command and machine. The peers run in .venv-bench, created here if missing, so
-they never enter the project's lock. ``--quick`` uses small sizes (a smoke run).
+Runs bench/writer_bench.py, bench/pipeline_bench.py, bench/embed_requests_bench.py
+and bench/scale_bench.py one after another (each starts its own PostgreSQL and
+stack on free ports), keeps their raw figures in bench/results/*.json and
+renders the tables with the command and machine. The peers run in .venv-bench,
+created here if missing, so they never enter the project's lock. ``--quick``
+uses small sizes (a smoke run).
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ def main() -> None:
         "--json", str(RESULTS / "writer.json"))  # fmt: skip
     run("pipeline_bench.py", "--scale", str(args.pipeline_scale), "--tpm", str(args.tpm),
         "--json", str(RESULTS / "pipeline.json"))  # fmt: skip
+    run("embed_requests_bench.py", *(["--quick"] if args.quick else []),
+        "--json", str(RESULTS / "embed-requests.json"),
+        "--md", str(RESULTS / "embed-requests.md"))  # fmt: skip
     run("scale_bench.py", "--rows", str(args.scale_rows), "--max-minutes",
         str(args.scale_minutes), "--progress", str(RESULTS / "scale.json"))  # fmt: skip
     write_report(" ".join(["bench/run_all.py", *sys.argv[1:]]))
@@ -76,6 +80,8 @@ def write_report(command: str) -> None:
     writer = json.loads((RESULTS / "writer.json").read_text())
     pipeline = json.loads((RESULTS / "pipeline.json").read_text())
     scale = json.loads((RESULTS / "scale.json").read_text())
+    # embed_requests_bench writes its own page; repeat its tables here without its title.
+    embed = (RESULTS / "embed-requests.md").read_text().split("\n", 2)[2].strip()
     done = scale["steps"][-1]["rows"] if scale["steps"] else 0
     text = "\n".join([
         "# Ingestion benchmarks",
@@ -92,6 +98,10 @@ def write_report(command: str) -> None:
         "## Pipeline and embedding requests",
         "",
         pipeline_bench.report(pipeline.get("hash"), pipeline.get("local"), pipeline.get("vertex")),
+        "",
+        "## Embedding requests and tokens per minute (bench/embed_requests_bench.py)",
+        "",
+        embed,
         "",
         f"## Scale: writer core, {scale['dim']} dims, flushes of {scale['max_rows']:,} rows "
         f"(largest size reached: {done:,} of {scale['target']:,})",
