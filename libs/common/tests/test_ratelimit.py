@@ -48,8 +48,37 @@ def test_tokens_per_minute_are_respected() -> None:
     clock = FakeClock()
     budget = limiter(clock, rpm=1e9, tpm=60_000)
     for _ in range(60):
-        budget.acquire(10_000)  # 600k tokens at 60k/min: about ten minutes
-    assert 590 <= clock.now <= 600
+        budget.acquire(10_000)  # 600k tokens at 60k/min: the last goes in the tenth minute
+    assert 540 <= clock.now <= 600
+
+
+@pytest.mark.parametrize(("rpm", "tpm", "size"), [(1e9, 1_000_000, 20_000), (30, 1e9, 1)])
+def test_no_minute_ever_exceeds_the_budget(rpm: float, tpm: float, size: int) -> None:
+    """The bucket's burst comes on top of its rate; the window takes it back out."""
+    clock = FakeClock()
+    budget = limiter(clock, rpm=rpm, tpm=tpm)
+    sent: list[tuple[float, int]] = []
+    rng = random.Random(3)
+    for _ in range(400):
+        tokens = rng.randint(size // 2, size) if size > 1 else 1
+        budget.acquire(tokens)
+        sent.append((clock.now, tokens))
+        clock.now += rng.random() * 0.05  # the request's own latency
+    for start, _ in sent:
+        in_window = [t for at, t in sent if start <= at < start + 60]
+        assert len(in_window) <= rpm
+        assert sum(in_window) <= tpm
+    # ... and the budget is used: the run takes little longer than the minimum.
+    minutes = max(len(sent) / rpm, sum(t for _, t in sent) / tpm)
+    assert clock.now <= 60 * (minutes + 1.1)
+
+
+def test_a_request_larger_than_a_minute_still_goes() -> None:
+    clock = FakeClock()
+    budget = limiter(clock, rpm=1e9, tpm=10_000)
+    budget.acquire(25_000)
+    budget.acquire(25_000)
+    assert clock.now >= 60
 
 
 def test_throttling_halves_the_rate_and_success_restores_it() -> None:

@@ -1,19 +1,25 @@
 """Client-side request and token budgets per minute, with AIMD on throttling.
 
 Each budget is a token bucket refilled continuously at ``limit * factor`` per
-minute. ``factor`` starts at 1; every 429 halves it (multiplicative decrease,
-down to ``min_factor``), every success adds ``increase`` back (additive
-increase, up to 1). So a quota shared with other clients, or lower than
-configured, is found without storms of 429s, and the full configured rate is
-used when the service allows it.
+minute, which spreads requests out, and a sliding window that never lets more
+than ``limit * factor`` go out in any 60 s: a bucket alone would allow its own
+size on top, and a quota counted per minute answers that excess with 429s.
+``factor`` starts at 1; every 429 halves it (multiplicative decrease, down to
+``min_factor``), every success adds ``increase`` back (additive increase, up to
+1). So a quota shared with other clients, or lower than configured, is found
+without storms of 429s, and the full configured rate is used when the service
+allows it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+WINDOW_S = 60.0
 
 
 @dataclass
@@ -53,6 +59,9 @@ class AimdRateLimiter:
     _requests: _Bucket = field(init=False)
     _tokens: _Bucket = field(init=False)
     _last: float = field(init=False)
+    # (time, tokens) of each request sent in the last WINDOW_S, and their token sum.
+    _sent: deque[tuple[float, int]] = field(default_factory=deque, init=False)
+    _sent_tokens: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.requests_per_minute <= 0 or self.tokens_per_minute <= 0:
@@ -74,13 +83,36 @@ class AimdRateLimiter:
                 pause = max(
                     self._requests.wait_s(1, self.factor),
                     self._tokens.wait_s(tokens, self.factor),
+                    self._window_wait_s(now, tokens),
                 )
                 if pause == 0.0:
                     self._requests.level -= 1
                     self._tokens.level -= tokens
+                    self._sent.append((now, tokens))
+                    self._sent_tokens += tokens
                     return waited
             self.sleep(pause)
             waited += pause
+
+    def _window_wait_s(self, now: float, tokens: int) -> float:
+        """How long until one more request of ``tokens`` fits the last minute's budgets.
+
+        A request alone in the window always fits, however large, so a request
+        bigger than a minute's budget is sent rather than blocked forever.
+        """
+        while self._sent and self._sent[0][0] <= now - WINDOW_S:
+            self._sent_tokens -= self._sent.popleft()[1]
+        request_cap = self.requests_per_minute * self.factor
+        token_cap = self.tokens_per_minute * self.factor
+        count, used = len(self._sent), self._sent_tokens
+        if not count or (count + 1 <= request_cap and used + tokens <= token_cap):
+            return 0.0
+        for sent_at, sent_tokens in self._sent:  # oldest first: what expires when
+            count -= 1
+            used -= sent_tokens
+            if not count or (count + 1 <= request_cap and used + tokens <= token_cap):
+                return max(sent_at + WINDOW_S - now, 1e-3)
+        raise AssertionError("unreachable: an empty window always fits")
 
     def on_success(self) -> None:
         with self._lock:
