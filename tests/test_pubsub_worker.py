@@ -78,3 +78,39 @@ def test_a_pull_of_several_megabyte_messages_is_received(emulator: PubSubEmulato
         thread.join(timeout=30)
     assert errors == []
     assert sorted(received) == sorted(payloads)
+
+
+def test_a_deferred_message_comes_back_with_the_next_gather_then_is_acked(
+    emulator: PubSubEmulator,
+) -> None:
+    publisher = pubsub_v1.PublisherClient()
+    topic = publisher.topic_path(PROJECT, "deferred")
+    publisher.create_topic(name=topic)
+    admin = pubsub_v1.SubscriberClient()
+    subscription = admin.subscription_path(PROJECT, "deferred-worker")
+    admin.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=10)
+    for i in range(3):
+        publisher.publish(topic, f"m{i}".encode()).result(timeout=30)
+
+    seen: list[tuple[bytes, int]] = []
+
+    def handle(messages: Sequence[Received]) -> list[Outcome]:
+        seen.extend((m.data, m.deferred) for m in messages)
+        return [Outcome.DEFER if m.deferred == 0 else Outcome.ACK for m in messages]
+
+    worker = BatchingSubscriber(
+        subscription_path=subscription, handler=handle, max_messages=10, max_latency_s=0.2
+    )
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(seen) < 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(12)  # past the ack deadline: an unacked or lost lease would redeliver
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+    assert sorted(seen) == sorted([(f"m{i}".encode(), n) for i in range(3) for n in (0, 1)])
+    leftover = admin.pull(subscription=subscription, max_messages=10, timeout=5)
+    assert list(leftover.received_messages) == []

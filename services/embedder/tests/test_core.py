@@ -93,3 +93,22 @@ def test_a_request_rejected_as_too_large_is_split_not_dropped() -> None:
     out = embed_batches([doc_batch("a.txt", 100)], provider, BatchLimits(max_items=250))
     assert out[0].vectors.shape == (100, 16)
     assert sum(provider.requests) == 100 and max(provider.requests) <= 30
+
+
+def test_the_part_filled_last_request_waits_for_the_next_gather() -> None:
+    from ragrun_embedder.core import tail_to_defer
+
+    limits = BatchLimits(max_items=250, max_tokens=20_000)
+    # 300 chunks of one document, then five small documents: requests of 250 and 55.
+    batches = [doc_batch("big.txt", 300), *(doc_batch(f"s{i}.txt", 1) for i in range(5))]
+    held = tail_to_defer(batches, limits, [True] * len(batches))
+    # The small documents wait; the big one's last 50 chunks cannot (its first 250 go now).
+    assert held == {1, 2, 3, 4, 5}
+    # A message that already waited once is not held again.
+    assert tail_to_defer(batches, limits, [True, False, True, True, True, True]) == {2, 3, 4, 5}
+    # A last request that is nearly full goes out.
+    full = [doc_batch(f"f{i}.txt", 1, tokens=80) for i in range(230)]
+    assert tail_to_defer(full, limits, [True] * len(full)) == set()
+    # Nothing to embed, nothing to hold (manifests pass through).
+    manifest = ChunkBatch(document=batches[1].document, chunks=[])
+    assert tail_to_defer([manifest], limits, [True]) == set()

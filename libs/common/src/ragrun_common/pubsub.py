@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -99,6 +99,9 @@ class Outcome(Enum):
 
     ACK = "ack"
     NACK = "nack"
+    # Keep the message (its lease too) and hand it over again with the next gather,
+    # its ``deferred`` count raised: a handler may wait for more work to join it.
+    DEFER = "defer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,9 @@ class Received:
     message_id: str
     delivery_attempt: int | None
     publish_time: Any = None
+    # How many gathers this process has already handed this message to and been told
+    # to defer it; a handler that defers bounds this (it adds one gather's wait).
+    deferred: int = 0
 
 
 BatchHandler = Callable[[Sequence[Received]], Sequence[Outcome]]
@@ -138,7 +144,8 @@ class BatchingSubscriber:
     ``max_items`` items (by ``weight``) or whatever arrived within
     ``max_latency_s`` of the first, calls the handler and acks or nacks each
     message by the outcome it returns, and one keeps the leases of held
-    messages alive while they wait or are being processed.
+    messages alive while they wait or are being processed. A message the
+    handler defers (:attr:`Outcome.DEFER`) starts the next gather instead.
     """
 
     subscription_path: str
@@ -155,6 +162,8 @@ class BatchingSubscriber:
     _held: dict[str, _Leased] = field(default_factory=dict, init=False)
     _held_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _room: threading.Semaphore = field(init=False)
+    # Messages the handler deferred, first in the next gather (the work thread's own).
+    _carried: list[_Leased] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         self._room = threading.Semaphore(self.flow_max_messages)
@@ -223,12 +232,13 @@ class BatchingSubscriber:
                 self._queue.put(leased)
 
     def _gather(self) -> list[_Leased]:
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        items = self.weight(first.received)
+        batch, self._carried = self._carried, []
+        if not batch:
+            try:
+                batch = [self._queue.get(timeout=0.2)]
+            except queue.Empty:
+                return []
+        items = sum(self.weight(m.received) for m in batch)
         deadline = time.monotonic() + self.max_latency_s
         while len(batch) < self.max_messages and items < self.max_items:
             remaining = deadline - time.monotonic()
@@ -267,6 +277,12 @@ class BatchingSubscriber:
                 )
             acks = [m.ack_id for m, o in zip(batch, outcomes, strict=True) if o is Outcome.ACK]
             nacks = [m.ack_id for m, o in zip(batch, outcomes, strict=True) if o is Outcome.NACK]
+            # Deferred messages stay held (the lease thread keeps them) for the next gather.
+            self._carried = [
+                _Leased(m.ack_id, replace(m.received, deferred=m.received.deferred + 1))
+                for m, o in zip(batch, outcomes, strict=True)
+                if o is Outcome.DEFER
+            ]
             self._settle(client, acks, nacks)
 
     def _settle(

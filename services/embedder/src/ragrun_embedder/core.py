@@ -24,6 +24,38 @@ def plan_requests(batches: Sequence[ChunkBatch], limits: BatchLimits) -> list[li
     return plan_batches(chunks, lambda c: c.tokens, limits)
 
 
+# A last request at least this full goes out; a lighter one may wait for company.
+FULL_ENOUGH = 0.9
+
+
+def tail_to_defer(
+    batches: Sequence[ChunkBatch], limits: BatchLimits, may_wait: Sequence[bool]
+) -> set[int]:
+    """Indexes of ``batches`` to hold for the next gather rather than embed now.
+
+    The requests of one gather end with a part-filled one. The batches whose
+    chunks all fall in it, and which ``may_wait`` (the caller bounds how often
+    one waits), are held back so that they fill a request with the next
+    gather's chunks: one request fewer per gather, at the price of one
+    gather's wait for those chunks.
+    """
+    requests = plan_requests(batches, limits)
+    if not requests:
+        return set()
+    last = requests[-1]
+    if (
+        len(last) >= FULL_ENOUGH * limits.max_items
+        or sum(c.tokens for c in last) >= FULL_ENOUGH * limits.max_tokens
+    ):
+        return set()
+    in_last = {c.chunk_id for c in last}
+    return {
+        i
+        for i, (batch, wait) in enumerate(zip(batches, may_wait, strict=True))
+        if wait and batch.chunks and all(c.chunk_id in in_last for c in batch.chunks)
+    }
+
+
 def embed_batches(
     batches: Sequence[ChunkBatch], provider: EmbeddingProvider, limits: BatchLimits
 ) -> list[VectorBatch]:

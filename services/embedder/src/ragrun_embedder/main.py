@@ -32,7 +32,7 @@ from ragrun_common.pubsub import (
     make_subscriber,
     publish_all,
 )
-from ragrun_embedder.core import embed_batches
+from ragrun_embedder.core import embed_batches, tail_to_defer
 from ragrun_embedder.settings import EmbedderSettings
 
 log = logging.getLogger("ragrun.embedder")
@@ -58,6 +58,14 @@ class Embedder:
                     "embedder.bad_message",
                     extra={"fields": {"message_id": message.message_id, "error": str(e)}},
                 )
+        if not decoded:
+            return outcomes
+        # The gather's last, part-filled request waits (once) for the next gather's chunks.
+        may_wait = [messages[i].deferred == 0 for i, _ in decoded]
+        held = tail_to_defer([b for _, b in decoded], self.settings.batch_limits, may_wait)
+        for j in held:
+            outcomes[decoded[j][0]] = Outcome.DEFER
+        decoded = [pair for j, pair in enumerate(decoded) if j not in held]
         if not decoded:
             return outcomes
         try:
