@@ -112,3 +112,25 @@ def test_the_part_filled_last_request_waits_for_the_next_gather() -> None:
     # Nothing to embed, nothing to hold (manifests pass through).
     manifest = ChunkBatch(document=batches[1].document, chunks=[])
     assert tail_to_defer([manifest], limits, [True]) == set()
+
+
+def test_request_sized_batches_are_not_split_by_small_ones_in_front() -> None:
+    from ragrun_embedder.core import packing_order
+
+    limits = BatchLimits(max_items=250, max_tokens=20_000)
+    # Two batches the chunker cut to one request each (78 chunks of 256 tokens),
+    # arriving behind ten one-chunk documents.
+    arrived = [*(doc_batch(f"s{i}.txt", 1, tokens=200) for i in range(10)),
+               doc_batch("a.txt", 78, tokens=256), doc_batch("b.txt", 78, tokens=256)]  # fmt: skip
+    from ragrun_embedder.core import tail_to_defer
+
+    # In arrival order the small ones shift a and b: the light last request is
+    # b's last 8 chunks, which cannot wait (b's other chunks go now).
+    assert [len(r) for r in plan_requests(arrived, limits)] == [80, 78, 8]
+    assert tail_to_defer(arrived, limits, [True] * 12) == set()
+    order = packing_order(arrived, limits)
+    packed = [arrived[i] for i in order]
+    assert order[:2] == [10, 11]
+    assert [len(r) for r in plan_requests(packed, limits)] == [78, 78, 10]
+    # Now the light last request is the small documents', and they can wait.
+    assert tail_to_defer(packed, limits, [True] * 12) == set(range(2, 12))

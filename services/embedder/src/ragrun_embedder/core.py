@@ -28,6 +28,24 @@ def plan_requests(batches: Sequence[ChunkBatch], limits: BatchLimits) -> list[li
 FULL_ENOUGH = 0.9
 
 
+def fills_a_request(batch: ChunkBatch, limits: BatchLimits) -> bool:
+    """Whether ``batch`` alone nearly fills a request (the chunker cuts big documents so)."""
+    return (
+        len(batch.chunks) >= FULL_ENOUGH * limits.max_items
+        or sum(c.tokens for c in batch.chunks) >= FULL_ENOUGH * limits.max_tokens
+    )
+
+
+def packing_order(batches: Sequence[ChunkBatch], limits: BatchLimits) -> list[int]:
+    """Indexes of ``batches`` in the order that packs them into the fewest requests.
+
+    Batches that fill a request on their own go first, one request each; the
+    small ones follow and share requests. In arrival order a few small
+    documents in front would shift every big batch across two requests.
+    """
+    return sorted(range(len(batches)), key=lambda i: not fills_a_request(batches[i], limits))
+
+
 def tail_to_defer(
     batches: Sequence[ChunkBatch], limits: BatchLimits, may_wait: Sequence[bool]
 ) -> set[int]:

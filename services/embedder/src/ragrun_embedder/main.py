@@ -32,7 +32,7 @@ from ragrun_common.pubsub import (
     make_subscriber,
     publish_all,
 )
-from ragrun_embedder.core import embed_batches, tail_to_defer
+from ragrun_embedder.core import embed_batches, packing_order, tail_to_defer
 from ragrun_embedder.settings import EmbedderSettings
 
 log = logging.getLogger("ragrun.embedder")
@@ -60,9 +60,12 @@ class Embedder:
                 )
         if not decoded:
             return outcomes
+        limits = self.settings.batch_limits
+        order = packing_order([batch for _, batch in decoded], limits)
+        decoded = [decoded[j] for j in order]
         # The gather's last, part-filled request waits (once) for the next gather's chunks.
         may_wait = [messages[i].deferred == 0 for i, _ in decoded]
-        held = tail_to_defer([b for _, b in decoded], self.settings.batch_limits, may_wait)
+        held = tail_to_defer([b for _, b in decoded], limits, may_wait)
         for j in held:
             outcomes[decoded[j][0]] = Outcome.DEFER
         decoded = [pair for j, pair in enumerate(decoded) if j not in held]
