@@ -49,7 +49,7 @@ def test_tokens_per_minute_are_respected() -> None:
     budget = limiter(clock, rpm=1e9, tpm=60_000)
     for _ in range(60):
         budget.acquire(10_000)  # 600k tokens at 60k/min: the last goes in the tenth minute
-    assert 540 <= clock.now <= 600
+    assert 540 <= clock.now <= 610  # minutes of 61 s: see WINDOW_MARGIN_S
 
 
 @pytest.mark.parametrize(("rpm", "tpm", "size"), [(1e9, 1_000_000, 20_000), (30, 1e9, 1)])

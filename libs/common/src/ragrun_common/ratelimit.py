@@ -2,8 +2,9 @@
 
 Each budget is a token bucket refilled continuously at ``limit * factor`` per
 minute, which spreads requests out, and a sliding window that never lets more
-than ``limit * factor`` go out in any 60 s: a bucket alone would allow its own
-size on top, and a quota counted per minute answers that excess with 429s.
+than ``limit * factor`` go out in any 61 s: a bucket alone would allow its own
+size on top, and a quota counted per minute answers that excess with 429s (the
+extra second covers the time a request takes to reach the server).
 ``factor`` starts at 1; every 429 halves it (multiplicative decrease, down to
 ``min_factor``), every success adds ``increase`` back (additive increase, up to
 1). So a quota shared with other clients, or lower than configured, is found
@@ -20,6 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 WINDOW_S = 60.0
+# A request counts against the client's minute from when it is sent, against the
+# server's from when it arrives; this much longer a window covers the difference.
+WINDOW_MARGIN_S = 1.0
 
 
 @dataclass
@@ -100,7 +104,8 @@ class AimdRateLimiter:
         A request alone in the window always fits, however large, so a request
         bigger than a minute's budget is sent rather than blocked forever.
         """
-        while self._sent and self._sent[0][0] <= now - WINDOW_S:
+        span = WINDOW_S + WINDOW_MARGIN_S
+        while self._sent and self._sent[0][0] <= now - span:
             self._sent_tokens -= self._sent.popleft()[1]
         request_cap = self.requests_per_minute * self.factor
         token_cap = self.tokens_per_minute * self.factor
@@ -111,7 +116,7 @@ class AimdRateLimiter:
             count -= 1
             used -= sent_tokens
             if not count or (count + 1 <= request_cap and used + tokens <= token_cap):
-                return max(sent_at + WINDOW_S - now, 1e-3)
+                return max(sent_at + span - now, 1e-3)
         raise AssertionError("unreachable: an empty window always fits")
 
     def on_success(self) -> None:
