@@ -35,13 +35,11 @@ import json
 import math
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +48,7 @@ import psycopg
 from _ingest import REPO, RESULTS, machine
 from pipeline_bench import upload, wait_indexed
 
-from ragrun_cli.stack import LocalStack, StackConfig
+from ragrun_cli.stack import LocalStack, temporary_stack
 from ragrun_common.batching import BatchLimits, plan_batches
 from ragrun_common.testing.vertex_stub import VertexStub
 from ragrun_common.tokens import count_tokens
@@ -284,31 +282,11 @@ class BenchStack(LocalStack):
         super().start_service(name, extra_env)
 
 
-@contextlib.contextmanager
-def bench_stack(env: dict[str, str]) -> Iterator[BenchStack]:
-    home = Path(tempfile.mkdtemp(prefix="ragrun-bench-embed-", dir="/tmp"))
-    os.chmod(home, 0o755)
-    config = StackConfig(home=home, embeddings=f"vertex:{MODEL}", bucket="bench",
-                         services=("chunker", "embedder", "writer"), extra_env=env)  # fmt: skip
-    local = BenchStack(config)
-    saved = dict(os.environ)
-    local.start()
-    os.environ.update(local.env())
-    try:
-        yield local
-    except BaseException:
-        for name in local.failed_services():  # say why, before the logs are removed
-            lines = (local.log_dir / f"{name}.log").read_text(errors="replace").splitlines()
-            print(f"  {name} exited; its log ends:", *lines[-15:], sep="\n    ")
-        raise
-    finally:
-        local.stop()
-        os.environ.clear()
-        os.environ.update(saved)
-        if local.postgres is not None:
-            shutil.rmtree(local.postgres.data_dir, ignore_errors=True)
-        if not os.environ.get("RAGRUN_KEEP_LOGS"):
-            shutil.rmtree(home, ignore_errors=True)
+def bench_stack(env: dict[str, str]) -> contextlib.AbstractContextManager[LocalStack]:
+    return temporary_stack(
+        "ragrun-bench-embed-", BenchStack, embeddings=f"vertex:{MODEL}", bucket="bench",
+        services=("chunker", "embedder", "writer"), extra_env=env,
+    )  # fmt: skip
 
 
 def wait_done(

@@ -32,11 +32,9 @@ import json
 import math
 import os
 import random
-import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +42,7 @@ from typing import Any
 import psycopg
 from _ingest import text
 
-from ragrun_cli.stack import LocalStack, StackConfig
+from ragrun_cli.stack import LocalStack, temporary_stack
 from ragrun_common.embeddings.base import Task
 from ragrun_common.gcs import storage_client
 from ragrun_common.testing.vertex_stub import VertexStub
@@ -104,25 +102,13 @@ class QuotaStub(VertexStub):
         return status, answer
 
 
-@contextlib.contextmanager
-def stack(embeddings: str, extra_env: dict[str, str] | None = None) -> Iterator[LocalStack]:
-    home = Path(tempfile.mkdtemp(prefix="ragrun-bench-stack-", dir="/tmp"))
-    os.chmod(home, 0o755)
-    local = LocalStack(StackConfig(home=home, embeddings=embeddings, bucket="bench",
-                                   services=SERVICES, extra_env=extra_env or {}))  # fmt: skip
-    saved = dict(os.environ)
-    local.start()
-    os.environ.update(local.env())
-    try:
-        yield local
-    finally:
-        local.stop()
-        os.environ.clear()
-        os.environ.update(saved)
-        if local.postgres is not None:
-            shutil.rmtree(local.postgres.data_dir, ignore_errors=True)
-        if not os.environ.get("RAGRUN_KEEP_LOGS"):
-            shutil.rmtree(home, ignore_errors=True)
+def stack(
+    embeddings: str, extra_env: dict[str, str] | None = None
+) -> contextlib.AbstractContextManager[LocalStack]:
+    return temporary_stack(
+        "ragrun-bench-stack-", embeddings=embeddings, bucket="bench", services=SERVICES,
+        extra_env=extra_env or {},
+    )  # fmt: skip
 
 
 def upload(local: LocalStack, files: dict[str, str]) -> None:

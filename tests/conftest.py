@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import Any
 import pytest
 from google.cloud import storage
 
-from ragrun_cli.stack import LocalStack, StackConfig
+from ragrun_cli.stack import LocalStack, temporary_stack
 from ragrun_common.gcs import storage_client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,21 +67,8 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
 @contextlib.contextmanager
 def started_stack(**config: Any) -> Iterator[Stack]:
     """A whole local stack for the duration of a ``with`` block (see StackConfig)."""
-    home = Path(tempfile.mkdtemp(prefix="ragrun-test-stack-"))
-    local = LocalStack(StackConfig(home=home, **config))
-    saved = dict(os.environ)
-    local.start()
-    os.environ.update(local.env())
-    try:
+    with temporary_stack("ragrun-test-stack-", **config) as local:
         yield Stack(local)
-    finally:
-        local.stop()
-        os.environ.clear()
-        os.environ.update(saved)
-        if local.postgres is not None:
-            shutil.rmtree(local.postgres.data_dir, ignore_errors=True)
-        if not os.environ.get("RAGRUN_KEEP_LOGS"):
-            shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

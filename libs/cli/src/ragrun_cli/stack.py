@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ragrun_cli.components import (
     FakeGcs,
@@ -192,6 +194,40 @@ class LocalStack:
                 component.stop()
         with contextlib.suppress(FileNotFoundError):
             (self.config.home / STATE_FILE).unlink()
+
+
+@contextlib.contextmanager
+def temporary_stack(
+    prefix: str, factory: Callable[[StackConfig], LocalStack] = LocalStack, **config: Any
+) -> Iterator[LocalStack]:
+    """A whole stack in a throwaway home, for tests and benchmarks.
+
+    ``os.environ`` points at the stack while the block runs. If the block
+    fails, the end of each exited service's log is printed before the logs are
+    removed. Afterwards everything is stopped and deleted (the logs stay when
+    ``RAGRUN_KEEP_LOGS`` is set).
+    """
+    home = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(home, 0o755)
+    local = factory(StackConfig(home=home, **config))
+    saved = dict(os.environ)
+    local.start()
+    os.environ.update(local.env())
+    try:
+        yield local
+    except BaseException:
+        for name in local.failed_services():
+            lines = (local.log_dir / f"{name}.log").read_text(errors="replace").splitlines()
+            print(f"  {name} exited; its log ends:", *lines[-15:], sep="\n    ")
+        raise
+    finally:
+        local.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+        if local.postgres is not None:
+            shutil.rmtree(local.postgres.data_dir, ignore_errors=True)
+        if not os.environ.get("RAGRUN_KEEP_LOGS"):
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def _postgres_dir(home: Path) -> Path:
