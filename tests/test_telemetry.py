@@ -282,7 +282,7 @@ def test_one_trace_spans_chunker_embedder_and_writer(
             publisher=publisher,
             topic_path=publisher.topic_path(PROJECT, settings.vectors_topic),
         )
-        writer = Writer(pool=pool, dim=DIM)
+        writer = Writer(pool=pool)
         with (
             _json_logs() as logs,
             _worker(settings.embedder_subscription, embedder.handle),

@@ -36,14 +36,13 @@ log = logging.getLogger("ragrun.writer")
 @dataclass
 class Writer:
     pool: ConnectionPool[psycopg.Connection[Any]]
-    dim: int
     backoff: Backoff = field(default_factory=Backoff)
 
     def decode(self, message: Received) -> VectorBatch:
-        batch = VectorBatch.decode(message.data, message.attributes)
-        if batch.chunks and batch.dim != self.dim:
-            raise ContractError(f"vectors have {batch.dim} dimensions, the index {self.dim}")
-        return batch
+        # The vectors' dimension picks their index version when they are written
+        # (ragrun_common.versions.route); one that fits none is refused there, nacked
+        # toward the dead-letter topic with the reason, never dropped here.
+        return VectorBatch.decode(message.data, message.attributes)
 
     def handle(self, messages: Sequence[Received]) -> list[Outcome]:
         outcomes = [Outcome.ACK] * len(messages)
@@ -122,10 +121,9 @@ def main() -> None:
     settings = WriterSettings()
     configure_logging("writer", settings.log_level, project=settings.project)
     telemetry.configure_telemetry("writer", settings.project, telemetry.TelemetrySettings())
-    dim = settings.embedding.dim
-    migrate_url(settings.database_url, dim)
+    migrate_url(settings.database_url, settings.embedding.dim)
     pool = make_pool(settings.database_url, max_size=2, name="writer")
-    writer = Writer(pool=pool, dim=dim, backoff=Backoff(deadline_s=settings.retry_deadline_s))
+    writer = Writer(pool=pool, backoff=Backoff(deadline_s=settings.retry_deadline_s))
     subscriber = make_subscriber()
     worker = BatchingSubscriber(
         subscription_path=subscriber.subscription_path(

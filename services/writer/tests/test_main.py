@@ -1,0 +1,55 @@
+"""The writer's message handling against a real PostgreSQL: what it acks, what it nacks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from ragrun_common.contracts import Chunk, DocumentRef, VectorBatch, chunk_id
+from ragrun_common.db import make_pool, migrate_url
+from ragrun_common.embeddings.base import Task
+from ragrun_common.embeddings.hashing import HashEmbedder
+from ragrun_common.embeddings.spec import parse_embedding_spec
+from ragrun_common.pubsub import Outcome, Received
+from ragrun_common.retry import Backoff
+from ragrun_common.versions import create_version
+from ragrun_writer.main import Writer
+
+
+@pytest.fixture
+def pool(database_url: str) -> Iterator[ConnectionPool]:
+    migrate_url(database_url, 384)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        create_version(conn, parse_embedding_spec("hash", 16))
+    pool = make_pool(database_url, max_size=1, name="writer-main-tests")
+    yield pool
+    pool.close()
+
+
+def message(name: str, dim: int) -> Received:
+    doc = DocumentRef(bucket="b", name=name, generation=1, chunk_count=1)
+    chunk = Chunk(chunk_id=chunk_id("b", name, 1, 0), index=0, text=f"{name} text", tokens=3)
+    vectors = HashEmbedder(dim).embed([chunk.text], Task.DOCUMENT)
+    data, attributes = VectorBatch(
+        document=doc, chunks=[chunk], model="hash", vectors=vectors
+    ).encode()
+    return Received(data=data, attributes=attributes, message_id=name, delivery_attempt=1)
+
+
+def test_vectors_are_written_to_the_version_of_their_dimension(pool: ConnectionPool) -> None:
+    """The writer serves every index version, whatever RAGRUN_EMBEDDING_DIM it runs with:
+    during a model switch the embedder may send the new dimension first."""
+    writer = Writer(pool=pool, backoff=Backoff(deadline_s=0))
+    outcomes = writer.handle([message("old.txt", 384), message("new.txt", 16), message("x.txt", 7)])
+    # A dimension no version has is nacked (toward the dead-letter topic), not dropped.
+    assert outcomes == [Outcome.ACK, Outcome.ACK, Outcome.NACK]
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT d.name, c.embedding IS NOT NULL, v.chunk_id IS NOT NULL"
+            " FROM ragrun.chunks c JOIN ragrun.documents d USING (document_id)"
+            " LEFT JOIN ragrun.vectors_2 v USING (chunk_id) ORDER BY 1"
+        ).fetchall()
+    assert rows == [("new.txt", False, True), ("old.txt", True, False)]
