@@ -28,11 +28,11 @@ def plan_requests(batches: Sequence[ChunkBatch], limits: BatchLimits) -> list[li
 FULL_ENOUGH = 0.9
 
 
-def fills_a_request(batch: ChunkBatch, limits: BatchLimits) -> bool:
-    """Whether ``batch`` alone nearly fills a request (the chunker cuts big documents so)."""
+def nearly_full(chunks: Sequence[Chunk], limits: BatchLimits) -> bool:
+    """Whether ``chunks`` nearly fill one request (the chunker cuts big documents so)."""
     return (
-        len(batch.chunks) >= FULL_ENOUGH * limits.max_items
-        or sum(c.tokens for c in batch.chunks) >= FULL_ENOUGH * limits.max_tokens
+        len(chunks) >= FULL_ENOUGH * limits.max_items
+        or sum(c.tokens for c in chunks) >= FULL_ENOUGH * limits.max_tokens
     )
 
 
@@ -43,7 +43,7 @@ def packing_order(batches: Sequence[ChunkBatch], limits: BatchLimits) -> list[in
     small ones follow and share requests. In arrival order a few small
     documents in front would shift every big batch across two requests.
     """
-    return sorted(range(len(batches)), key=lambda i: not fills_a_request(batches[i], limits))
+    return sorted(range(len(batches)), key=lambda i: not nearly_full(batches[i].chunks, limits))
 
 
 def tail_to_defer(
@@ -61,10 +61,7 @@ def tail_to_defer(
     if not requests:
         return set()
     last = requests[-1]
-    if (
-        len(last) >= FULL_ENOUGH * limits.max_items
-        or sum(c.tokens for c in last) >= FULL_ENOUGH * limits.max_tokens
-    ):
+    if nearly_full(last, limits):
         return set()
     in_last = {c.chunk_id for c in last}
     return {
