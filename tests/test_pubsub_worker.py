@@ -19,6 +19,7 @@ from google.cloud import pubsub_v1
 
 from ragrun_cli.components import PubSubEmulator
 from ragrun_common.pubsub import BatchingSubscriber, Outcome, Received
+from tests.conftest import wait_for
 
 PROJECT = "ragrun-pull"
 
@@ -70,9 +71,7 @@ def test_a_pull_of_several_megabyte_messages_is_received(emulator: PubSubEmulato
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 60
-        while len(received) < len(payloads) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for(lambda: len(received) >= len(payloads), 60, "the large messages")
     finally:
         worker.stop()
         thread.join(timeout=30)
@@ -104,10 +103,10 @@ def test_a_deferred_message_comes_back_with_the_next_gather_then_is_acked(
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while len(seen) < 6 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(12)  # past the ack deadline: an unacked or lost lease would redeliver
+        wait_for(lambda: len(seen) >= 6, 30, "each message handed over twice")
+        # Nothing to wait on: an unacked or lost lease would show as a redelivery
+        # once the 10 s ack deadline has passed.
+        time.sleep(12)
     finally:
         worker.stop()
         thread.join(timeout=30)
