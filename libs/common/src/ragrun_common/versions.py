@@ -45,6 +45,13 @@ class VersionError(PermanentError):
     """An index version that does not exist, or an operation it does not allow."""
 
 
+def vectors_table(version: int) -> sql.Identifier:
+    """The table holding index version ``version``'s vectors (column ``embedding``)."""
+    if version == PIPELINE_VERSION:
+        return sql.Identifier("ragrun", "chunks")
+    return sql.Identifier("ragrun", f"vectors_{int(version)}")
+
+
 @dataclass(frozen=True, slots=True)
 class IndexVersion:
     """One row of ``ragrun.index_versions``.
@@ -64,9 +71,7 @@ class IndexVersion:
     @property
     def table(self) -> sql.Identifier:
         """The table holding this version's vectors (column ``embedding``)."""
-        if self.version == PIPELINE_VERSION:
-            return sql.Identifier("ragrun", "chunks")
-        return sql.Identifier("ragrun", f"vectors_{self.version}")
+        return vectors_table(self.version)
 
     @property
     def index_name(self) -> str:

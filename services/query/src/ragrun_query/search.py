@@ -29,6 +29,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
+from ragrun_common.versions import vectors_table
 from ragrun_query.errors import RequestError
 from ragrun_query.filters import Node, compile_filter, fields_used, parse_filter
 
@@ -325,7 +326,7 @@ def build_query(
         if version == 1:
             column, from_ = sql.SQL("c.embedding"), _FROM
         else:
-            table = sql.Identifier("ragrun", f"vectors_{int(version)}")
+            table = vectors_table(version)
             column, from_ = sql.SQL("e.embedding"), _VERSION_FROM.format(table=table)
         distance = sql.SQL("{} <=> %(v)s").format(column)
         order = sql.SQL("({}) + 0").format(distance) if exact else distance
