@@ -163,7 +163,7 @@ def local_vectors(texts: Sequence[str], task: Task, label: str, block: int = 256
     embedder = LocalEmbedder()
     started = time.perf_counter()
     parts = []
-    # sentence-transformers sorts each call's texts by length: large blocks pad less.
+    # The embedder sorts each call's texts by length: large blocks pad less.
     for start in range(0, len(texts), block):
         parts.append(embedder.embed(texts[start : start + block], task))
         done = min(start + block, len(texts))
