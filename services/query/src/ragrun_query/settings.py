@@ -20,6 +20,9 @@ DEFAULT_EF_SEARCH = 32
 class QuerySettings(CommonSettings):
     """Where to listen, who may ask, how searches run and which model answers."""
 
+    # One thread per query embedding: a short text gains little from a second one, which
+    # then waits on a core the database and the other requests are using.
+    local_model_threads: int = Field(1, ge=0, validation_alias=_env("RAGRUN_LOCAL_MODEL_THREADS"))
     host: str = Field("0.0.0.0", validation_alias=_env("RAGRUN_QUERY_HOST"))
     port: int = Field(8080, ge=1, le=65535, validation_alias=_env("PORT"))
     default_k: int = Field(10, ge=1, validation_alias=_env("RAGRUN_QUERY_DEFAULT_K"))

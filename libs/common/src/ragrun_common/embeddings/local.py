@@ -86,9 +86,6 @@ class _OnnxModel:
         tokenizer.enable_padding(pad_id=tokenizer.token_to_id(pad), pad_token=pad)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
-        # Idle worker threads sleep rather than spin: the database and the web
-        # server share these cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = onnxruntime.InferenceSession(
             _export(path, tokenizer), options, providers=["CPUExecutionProvider"]
         )

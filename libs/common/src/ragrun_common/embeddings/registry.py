@@ -21,7 +21,7 @@ def _hash(spec: EmbeddingSpec, settings: CommonSettings) -> EmbeddingProvider:  
 def _local(spec: EmbeddingSpec, settings: CommonSettings) -> EmbeddingProvider:  # noqa: ARG001
     from ragrun_common.embeddings.local import LocalEmbedder
 
-    return LocalEmbedder()
+    return LocalEmbedder(threads=settings.local_model_threads)
 
 
 def _vertex(spec: EmbeddingSpec, settings: CommonSettings) -> EmbeddingProvider:
