@@ -588,7 +588,13 @@ def app_from_env() -> Flask:
     configure_logging("query", settings.log_level)
     if settings.migrate:
         migrate_url(settings.database_url, settings.embedding.dim)
-    return create_app(settings)
+    app = create_app(settings)
+    if settings.embedding.kind == "local":
+        # Load the model before the first request rather than during it (seconds).
+        started = time.perf_counter()
+        app.extensions["ragrun_query"]["provider"].embed(["warm-up"], Task.QUERY)
+        log.info("query.model_loaded", extra=_extra(load_ms=_ms(started, time.perf_counter())))
+    return app
 
 
 def gunicorn_argv(settings: QuerySettings) -> list[str]:
