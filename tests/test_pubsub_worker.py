@@ -113,3 +113,45 @@ def test_a_deferred_message_comes_back_with_the_next_gather_then_is_acked(
     assert sorted(seen) == sorted([(f"m{i}".encode(), n) for i in range(3) for n in (0, 1)])
     leftover = admin.pull(subscription=subscription, max_messages=10, timeout=5)
     assert list(leftover.received_messages) == []
+
+
+def test_a_stop_returns_within_its_budget_when_pubsub_is_gone(
+    emulator: PubSubEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGTERM with Pub/Sub unreachable and a batch stuck in the handler: the worker
+    still returns within its stop budget (Cloud Run kills 10 s after SIGTERM), and
+    says what it left behind."""
+    publisher = pubsub_v1.PublisherClient()
+    topic = publisher.topic_path(PROJECT, "gone")
+    publisher.create_topic(name=topic)
+    admin = pubsub_v1.SubscriberClient()
+    subscription = admin.subscription_path(PROJECT, "gone-worker")
+    admin.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=30)
+    admin.close()
+    publisher.publish(topic, b"stuck").result(timeout=30)
+
+    entered = threading.Event()
+    release = threading.Event()
+
+    def handle(messages: Sequence[Received]) -> list[Outcome]:
+        entered.set()
+        release.wait(120)  # e.g. publishing results to a Pub/Sub that is gone
+        return [Outcome.ACK] * len(messages)
+
+    worker = BatchingSubscriber(
+        subscription_path=subscription, handler=handle, max_latency_s=0.1, stop_timeout_s=3
+    )
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(entered.is_set, 30, "the handler to receive the message")
+        emulator.stop()
+        worker.stop()
+        # Without the budget: 33 s for the stuck thread, then a minute of retried nacks.
+        thread.join(timeout=20)
+        assert not thread.is_alive(), "the worker did not return after stop()"
+    finally:
+        release.set()
+    stop_logs = [r for r in caplog.records if r.getMessage() == "subscriber.stop_timed_out"]
+    assert stop_logs, "a stop that leaves work behind is logged"
+    assert stop_logs[0].fields == {"threads": ["work"], "held": 1}  # type: ignore[attr-defined]

@@ -156,9 +156,14 @@ class BatchingSubscriber:
     weight: Callable[[Received], int] = lambda _m: 1
     flow_max_messages: int = 500
     lease_s: int = 60
-    pull_timeout_s: float = 3.0  # also bounds how long a stop waits for the pull thread
+    pull_timeout_s: float = 3.0
+    # A stop waits this long in all for the threads and the hand-back: Cloud Run
+    # kills an instance 10 s after SIGTERM, and a dead Pub/Sub must not hold it up.
+    stop_timeout_s: float = 8.0
     _queue: queue.Queue[_Leased] = field(default_factory=queue.Queue, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    # Set when a stop ran out of time: a thread still busy then settles nothing.
+    _abandoned: threading.Event = field(default_factory=threading.Event, init=False)
     _held: dict[str, _Leased] = field(default_factory=dict, init=False)
     _held_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _room: threading.Semaphore = field(init=False)
@@ -190,9 +195,19 @@ class BatchingSubscriber:
                     raise RuntimeError(f"a worker thread on {self.subscription_path} died")
         finally:
             self._stop.set()
+            deadline = time.monotonic() + self.stop_timeout_s
             for thread in threads:
-                thread.join(timeout=self.pull_timeout_s + 30)
-            self._release_all(client)
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            stuck = [thread.name for thread in threads if thread.is_alive()]
+            if stuck:
+                self._abandoned.set()
+                # Daemon threads: they end with the process. What they hold is
+                # handed back below, or redelivered once its lease runs out.
+                log.warning(
+                    "subscriber.stop_timed_out",
+                    extra={"fields": {"threads": stuck, "held": len(self._held)}},
+                )
+            self._release_all(client, timeout=max(1.0, deadline - time.monotonic()))
             if subscriber is None:
                 client.close()
 
@@ -208,10 +223,13 @@ class BatchingSubscriber:
             while room < self.max_messages and self._room.acquire(blocking=False):
                 room += 1
             try:
+                # No retries inside the call: this loop backs off itself, and a stop
+                # must not wait out the client's retry deadline.
                 response = client.pull(
                     subscription=self.subscription_path,
                     max_messages=room,
                     timeout=self.pull_timeout_s,
+                    retry=None,
                 )
             except (gexc.DeadlineExceeded, gexc.RetryError):
                 response = None
@@ -270,6 +288,8 @@ class BatchingSubscriber:
                     )
                     outcomes = [Outcome.NACK] * len(batch)
                 span.set_attribute("ragrun.nacked", outcomes.count(Outcome.NACK))
+            if self._abandoned.is_set():
+                return  # the stop handed these messages back already
             for outcome in set(outcomes):
                 telemetry.MESSAGES.add(
                     outcomes.count(outcome),
@@ -286,15 +306,26 @@ class BatchingSubscriber:
             self._settle(client, acks, nacks)
 
     def _settle(
-        self, client: pubsub_v1.SubscriberClient, acks: list[str], nacks: list[str]
+        self,
+        client: pubsub_v1.SubscriberClient,
+        acks: list[str],
+        nacks: list[str],
+        timeout: float | None = None,
     ) -> None:
-        """Ack and nack (deadline 0: redeliver now); a failure here only means redelivery."""
+        """Ack and nack (deadline 0: redeliver now); a failure here only means redelivery.
+
+        With ``timeout``, each call is tried once within it rather than retried.
+        """
+        once: dict[str, Any] = {} if timeout is None else {"retry": None, "timeout": timeout}
         try:
             for chunk in _chunks(acks):
-                client.acknowledge(subscription=self.subscription_path, ack_ids=chunk)
+                client.acknowledge(subscription=self.subscription_path, ack_ids=chunk, **once)
             for chunk in _chunks(nacks):
                 client.modify_ack_deadline(
-                    subscription=self.subscription_path, ack_ids=chunk, ack_deadline_seconds=0
+                    subscription=self.subscription_path,
+                    ack_ids=chunk,
+                    ack_deadline_seconds=0,
+                    **once,
                 )
         except gexc.GoogleAPICallError as e:
             log.warning("subscriber.settle_failed", extra={"fields": {"error": str(e)}})
@@ -319,11 +350,11 @@ class BatchingSubscriber:
             except gexc.GoogleAPICallError as e:
                 log.warning("subscriber.lease_failed", extra={"fields": {"error": str(e)}})
 
-    def _release_all(self, client: pubsub_v1.SubscriberClient) -> None:
+    def _release_all(self, client: pubsub_v1.SubscriberClient, timeout: float) -> None:
         """On shutdown, hand back what is held so another worker gets it at once."""
         with self._held_lock:
             held = list(self._held)
-        self._settle(client, [], held)
+        self._settle(client, [], held, timeout=timeout)
 
 
 def _chunks(ack_ids: list[str], size: int = 1_000) -> list[list[str]]:
