@@ -55,6 +55,8 @@ from ragrun_common.settings import CommonSettings
 from ragrun_common.testing.vertex_stub import VertexStub
 from ragrun_embedder.main import Embedder
 from ragrun_embedder.settings import EmbedderSettings
+from ragrun_query.main import create_app
+from ragrun_query.settings import QuerySettings
 from ragrun_writer.main import Writer
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "architecture.md"
@@ -407,6 +409,45 @@ def test_throttled_embedding_request_is_an_error_span_and_a_metric(
     )
     assert otel.metric("ragrun.embedding.requests", model=model, outcome="ok") == ok + 1
     assert otel.metric("ragrun.embedding.duration", model=model) == timed + 2
+
+
+def test_a_query_is_one_trace_under_the_callers_context(otel: Telemetry, database_url: str) -> None:
+    """POST /v1/query is a server span continuing the caller's traceparent, with the
+    query embedding and the search as its children; health probes make no spans."""
+    migrate_url(database_url, 384)
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    pool = make_pool(database_url, max_size=2, name="test-query")
+    try:
+        app = create_app(
+            QuerySettings(database_url=database_url, embeddings="hash"), pool=pool, traced=True
+        )
+        client = app.test_client()
+        response = client.post(
+            "/v1/query",
+            json={"query": "vacuum tuning", "mode": "hybrid", "k": 3},
+            headers={"traceparent": f"00-{caller_trace}-{caller_span}-01"},
+        )
+        assert client.get("/healthz").status_code == 200
+    finally:
+        pool.close()
+    assert response.status_code == 200, response.get_json()
+
+    spans = {span.name: span for span in otel.spans.get_finished_spans()}
+    assert set(spans) == {"POST /v1/query", "embedding request", "search"}
+    server = spans["POST /v1/query"]
+    assert server.kind is trace.SpanKind.SERVER
+    assert server.context is not None and server.parent is not None
+    assert f"{server.context.trace_id:032x}" == caller_trace
+    assert f"{server.parent.span_id:016x}" == caller_span
+    served = server.attributes or {}
+    assert (served.get("http.route"), served.get("http.status_code")) == ("/v1/query", 200)
+    for child in (spans["embedding request"], spans["search"]):
+        assert child.parent is not None and child.parent.span_id == server.context.span_id
+    search = spans["search"].attributes or {}
+    assert search["ragrun.mode"] == "hybrid"
+    assert search["ragrun.k"] == 3
+    assert search["ragrun.results"] == 0  # an empty index
+    assert search["ragrun.index_version"] == 1
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 from flask import Flask, Response, g, has_request_context, request, stream_with_context
 from flask.typing import ResponseReturnValue
+from opentelemetry import trace
 from psycopg_pool import ConnectionPool
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -33,6 +34,7 @@ from ragrun_common.embeddings.base import EmbeddingProvider, Task
 from ragrun_common.embeddings.registry import create_provider
 from ragrun_common.errors import PermanentError, RetryableError
 from ragrun_common.logs import configure_logging
+from ragrun_common.telemetry import TelemetrySettings, TracedProvider, configure_telemetry, tracer
 from ragrun_common.versions import active_version
 from ragrun_query.answer import (
     NO_SOURCES_ANSWER,
@@ -92,10 +94,13 @@ def _error(message: str, *, field: str | None = None) -> dict[str, Any]:
 
 
 def _extra(**fields: Any) -> dict[str, Any]:
-    """Log ``extra`` with the request id (and trace, when the platform sent one)."""
+    """Log ``extra`` with the request id, and the trace the platform sent when this
+    process records none of its own (else the log filter names the current span)."""
     extra: dict[str, Any] = {"fields": fields}
     if has_request_context() and "request_id" in g:
         extra["labels"] = {"request_id": g.request_id}
+        if trace.get_current_span().get_span_context().is_valid:
+            return extra
         if g.get("trace"):
             extra["trace"] = g.trace
         if g.get("span_id"):
@@ -176,7 +181,7 @@ class _Index:
         if (spec.name, spec.dim) != (self._provider.name, self._provider.dim):
             key = (spec.name, spec.dim)
             if key not in self._providers:
-                self._providers[key] = create_provider(self._settings, spec)
+                self._providers[key] = TracedProvider(create_provider(self._settings, spec))
             provider = self._providers[key]
         config = replace(self._base, version=version.version, index="hnsw")
         return _Active(version.version, config, provider, expires)
@@ -189,14 +194,17 @@ def create_app(
     provider: EmbeddingProvider | None = None,
     reranker: Reranker | None = None,
     answer_model: AnswerModel | None = None,
+    traced: bool = False,
 ) -> Flask:
     """Build the query app; create the pool, provider, reranker and answer model not passed.
 
     A pool created here is closed when the process exits; a pool passed in
-    belongs to the caller.
+    belongs to the caller. ``traced`` makes every request a server span (OpenTelemetry's
+    Flask instrumentation, continuing the caller's ``traceparent``), with the query
+    embedding, the search, reranking and the answer's generation as its children.
     """
     if provider is None:
-        provider = create_provider(settings)
+        provider = TracedProvider(create_provider(settings))
     if pool is None:
         pool = make_pool(
             settings.database_url, max_size=settings.pool_max_size, name="ragrun-query"
@@ -242,6 +250,10 @@ def create_app(
         "answer_model": answer_model,
     }
     document = openapi_document(settings)
+    if traced:
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+        FlaskInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")  # type: ignore[no-untyped-call]
 
     # -- request plumbing ------------------------------------------------------
 
@@ -294,8 +306,21 @@ def create_app(
                 vector = active.provider.embed([req.query], Task.QUERY)[0]
             embedded = time.perf_counter()
             try:
-                with db.connection() as conn:
-                    outcome = search(conn, vector, req, active.config, limit=limit)
+                with tracer.start_as_current_span(
+                    "search",
+                    kind=trace.SpanKind.CLIENT,
+                    attributes={
+                        "db.system.name": "postgresql",
+                        "ragrun.mode": req.mode,
+                        "ragrun.k": req.k,
+                        "ragrun.filters": req.filter_fields,
+                        "ragrun.index_version": active.version,
+                    },
+                ) as span:
+                    with db.connection() as conn:
+                        outcome = search(conn, vector, req, active.config, limit=limit)
+                    span.set_attribute("ragrun.results", len(outcome.results))
+                    span.set_attribute("ragrun.exact_fallback", outcome.exact_fallback)
                 break
             except psycopg.errors.UndefinedTable:
                 # The version was dropped after another was activated: read which is active.
@@ -305,7 +330,8 @@ def create_app(
         searched = time.perf_counter()
         results = outcome.results
         if use_reranker and reranker is not None:
-            results = rerank(reranker, req.query, results, req.k)
+            with tracer.start_as_current_span("rerank", attributes={"ragrun.texts": len(results)}):
+                results = rerank(reranker, req.query, results, req.k)
         return _Retrieval(
             results=results,
             embed_ms=_ms(started, embedded),
@@ -368,7 +394,12 @@ def create_app(
         source_json = [source.to_json() for source in sources]
         prompt = build_prompt(req.search.query, sources)
         if not req.stream:
-            text = model.generate(SYSTEM_INSTRUCTION, prompt) if sources else NO_SOURCES_ANSWER
+            with tracer.start_as_current_span(
+                "answer generation",
+                kind=trace.SpanKind.CLIENT,
+                attributes={"ragrun.model": model.name, "ragrun.sources": len(sources)},
+            ):
+                text = model.generate(SYSTEM_INSTRUCTION, prompt) if sources else NO_SOURCES_ANSWER
             cited = citations(text, sources)
             served("answer.served", req.search, found, citations=len(cited), stream=False)
             return {
@@ -585,10 +616,12 @@ def app_from_env() -> Flask:
     migrations, on the primary.
     """
     settings = QuerySettings()
-    configure_logging("query", settings.log_level)
+    configure_logging("query", settings.log_level, project=settings.project)
+    telemetry = TelemetrySettings()
+    configure_telemetry("query", settings.project, telemetry)
     if settings.migrate:
         migrate_url(settings.database_url, settings.embedding.dim)
-    app = create_app(settings)
+    app = create_app(settings, traced=telemetry.traces_exporter != "none")
     if settings.embedding.kind == "local":
         # Load the model before the first request rather than during it (seconds).
         started = time.perf_counter()
