@@ -35,6 +35,8 @@ class CommonSettings(BaseSettings):
     embedding_dim: int | None = Field(None, validation_alias=_env("RAGRUN_EMBEDDING_DIM"))
     # ONNX Runtime threads per local-model call; 0 is one per core (batches of chunks).
     local_model_threads: int = Field(0, ge=0, validation_alias=_env("RAGRUN_LOCAL_MODEL_THREADS"))
+    # Where the local model's exported ONNX graph is kept (default ~/.cache/ragrun).
+    model_cache: str | None = Field(None, validation_alias=_env("RAGRUN_MODEL_CACHE"))
     vertex_base_url: str | None = Field(None, validation_alias=_env("RAGRUN_VERTEX_BASE_URL"))
     vertex_access_token: SecretStr | None = Field(
         None, validation_alias=_env("RAGRUN_VERTEX_ACCESS_TOKEN")

@@ -19,9 +19,12 @@ def _hash(spec: EmbeddingSpec, settings: CommonSettings) -> EmbeddingProvider:  
 
 
 def _local(spec: EmbeddingSpec, settings: CommonSettings) -> EmbeddingProvider:  # noqa: ARG001
+    from pathlib import Path
+
     from ragrun_common.embeddings.local import LocalEmbedder
 
-    return LocalEmbedder(threads=settings.local_model_threads)
+    cache = Path(settings.model_cache) if settings.model_cache else None
+    return LocalEmbedder(threads=settings.local_model_threads, cache_dir=cache)
 
 
 def _vertex(spec: EmbeddingSpec, settings: CommonSettings) -> EmbeddingProvider:
