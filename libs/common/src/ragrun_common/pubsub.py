@@ -25,6 +25,7 @@ from typing import Any
 
 import grpc
 from google.api_core import exceptions as gexc
+from google.api_core import retry as gretry
 from google.cloud import pubsub_v1
 from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
 from opentelemetry.trace import StatusCode
@@ -223,13 +224,13 @@ class BatchingSubscriber:
             while room < self.max_messages and self._room.acquire(blocking=False):
                 room += 1
             try:
-                # No retries inside the call: this loop backs off itself, and a stop
-                # must not wait out the client's retry deadline.
+                # Transient errors are retried inside the call only for as long as
+                # the pull may take: a stop must not wait out the client's minute.
                 response = client.pull(
                     subscription=self.subscription_path,
                     max_messages=room,
                     timeout=self.pull_timeout_s,
-                    retry=None,
+                    retry=self._bounded_retry(),
                 )
             except (gexc.DeadlineExceeded, gexc.RetryError):
                 response = None
@@ -241,7 +242,7 @@ class BatchingSubscriber:
             got = list(response.received_messages) if response is not None else []
             for _ in range(room - len(got)):
                 self._room.release()
-            if got:
+            if response is not None:
                 backoff = 0.5
             for message in got:
                 leased = _Leased(message.ack_id, _received(message))
@@ -346,9 +347,14 @@ class BatchingSubscriber:
                         subscription=self.subscription_path,
                         ack_ids=chunk,
                         ack_deadline_seconds=self.lease_s,
+                        retry=self._bounded_retry(),
                     )
             except gexc.GoogleAPICallError as e:
                 log.warning("subscriber.lease_failed", extra={"fields": {"error": str(e)}})
+
+    def _bounded_retry(self) -> gretry.Retry:
+        """The client's retry of transient errors, within ``pull_timeout_s`` in all."""
+        return gretry.Retry(initial=0.1, maximum=1.0, timeout=self.pull_timeout_s)
 
     def _release_all(self, client: pubsub_v1.SubscriberClient, timeout: float) -> None:
         """On shutdown, hand back what is held so another worker gets it at once."""
