@@ -92,7 +92,7 @@ def _settings_classes(service: str) -> tuple[type[BaseSettings], ...]:
 
 
 # Services that also read ragrun_common.telemetry.TelemetrySettings at start-up.
-TRACED = ("chunker", "embedder", "writer")
+TRACED = ("chunker", "embedder", "writer", "query")
 
 
 def _readable_env(service: str) -> set[str]:

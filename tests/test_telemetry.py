@@ -37,6 +37,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from pgvector.psycopg import register_vector
+from psycopg.types.json import Jsonb
 
 from ragrun_chunker.events import PUBSUB_PUBLISHED, decode_event
 from ragrun_chunker.main import Chunker
@@ -44,14 +46,17 @@ from ragrun_chunker.settings import ChunkerSettings
 from ragrun_cli.components import FakeGcs, PubSubEmulator
 from ragrun_cli.provision import Policies, provision
 from ragrun_common import telemetry
+from ragrun_common.contracts import chunk_id, document_id
 from ragrun_common.db import make_pool, migrate_url
 from ragrun_common.embeddings.base import Task
+from ragrun_common.embeddings.hashing import HashEmbedder
 from ragrun_common.embeddings.vertex import VertexEmbedder
 from ragrun_common.errors import RetryableError
 from ragrun_common.gcs import storage_client
 from ragrun_common.logs import CloudLoggingFormatter, TraceContextFilter
 from ragrun_common.pubsub import BatchingSubscriber, make_publisher
 from ragrun_common.settings import CommonSettings
+from ragrun_common.testing.gemini_stub import GeminiStub
 from ragrun_common.testing.vertex_stub import VertexStub
 from ragrun_embedder.main import Embedder
 from ragrun_embedder.settings import EmbedderSettings
@@ -411,43 +416,102 @@ def test_throttled_embedding_request_is_an_error_span_and_a_metric(
     assert otel.metric("ragrun.embedding.duration", model=model) == timed + 2
 
 
-def test_a_query_is_one_trace_under_the_callers_context(otel: Telemetry, database_url: str) -> None:
-    """POST /v1/query is a server span continuing the caller's traceparent, with the
-    query embedding and the search as its children; health probes make no spans."""
+def _seed_one_chunk(database_url: str, text: str) -> None:
+    """One indexed document of one chunk, embedded as the query service embeds (hash)."""
+
+    doc = document_id(BUCKET, "guide.txt")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute(
+            "INSERT INTO ragrun.documents (document_id, bucket, name, generation,"
+            " active_generation, content_type, state, chunks_expected, chunks_written,"
+            " metadata) VALUES (%s, %s, 'guide.txt', 1, 1, 'text/plain', 'indexed', 1, 1, %s)",
+            (doc, BUCKET, Jsonb({})),
+        )
+        conn.execute(
+            "INSERT INTO ragrun.chunks (chunk_id, document_id, generation, chunk_index,"
+            " content, tokens, metadata, model, embedding)"
+            " VALUES (%s, %s, 1, 0, %s, 4, %s, 'hash', %s)",
+            (
+                chunk_id(BUCKET, "guide.txt", 1, 0),
+                doc,
+                text,
+                Jsonb({}),
+                HashEmbedder(384).embed([text], Task.DOCUMENT)[0],
+            ),
+        )
+
+
+def test_a_query_and_a_streamed_answer_are_traces_under_the_callers_context(
+    otel: Telemetry, database_url: str
+) -> None:
+    """Each request is a server span continuing the caller's traceparent, with the
+    query embedding, the search and the answer's generation (which outlives the
+    request's span when streamed) as its children; health probes make no spans."""
     migrate_url(database_url, 384)
+    _seed_one_chunk(database_url, "Autovacuum tuning keeps table bloat down")
     caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    traceparent = {"traceparent": f"00-{caller_trace}-{caller_span}-01"}
     pool = make_pool(database_url, max_size=2, name="test-query")
     try:
-        app = create_app(
-            QuerySettings(database_url=database_url, embeddings="hash"), pool=pool, traced=True
-        )
-        client = app.test_client()
-        response = client.post(
-            "/v1/query",
-            json={"query": "vacuum tuning", "mode": "hybrid", "k": 3},
-            headers={"traceparent": f"00-{caller_trace}-{caller_span}-01"},
-        )
-        assert client.get("/healthz").status_code == 200
+        with GeminiStub(reply=lambda _request: "Tune autovacuum [1].", stream_pieces=3) as stub:
+            settings = QuerySettings(
+                database_url=database_url,
+                embeddings="hash",
+                answer_model="gemini-2.5-flash",
+                vertex_base_url=stub.base_url,
+                vertex_access_token="test-token",
+            )
+            client = create_app(settings, pool=pool, traced=True).test_client()
+            query = client.post(
+                "/v1/query",
+                json={"query": "vacuum tuning", "mode": "hybrid", "k": 3},
+                headers=traceparent,
+            )
+            assert query.status_code == 200, query.get_json()
+            assert len(query.get_json()["results"]) == 1
+            queried = list(otel.spans.get_finished_spans())
+            otel.spans.clear()
+            answer = client.post(
+                "/v1/answer",
+                json={"query": "vacuum tuning", "stream": True},
+                headers=traceparent,
+            )
+            assert answer.status_code == 200
+            assert "Tune autovacuum [1]." in answer.get_data(as_text=True)
+            answered = list(otel.spans.get_finished_spans())
+            otel.spans.clear()
+            assert client.get("/healthz").status_code == 200
+            assert list(otel.spans.get_finished_spans()) == []
     finally:
         pool.close()
-    assert response.status_code == 200, response.get_json()
 
-    spans = {span.name: span for span in otel.spans.get_finished_spans()}
+    def tree(spans: list[ReadableSpan], route: str) -> dict[str, ReadableSpan]:
+        by_name = {span.name: span for span in spans}
+        server = by_name[f"POST {route}"]
+        assert server.kind is trace.SpanKind.SERVER
+        assert server.context is not None and server.parent is not None
+        assert f"{server.context.trace_id:032x}" == caller_trace
+        assert f"{server.parent.span_id:016x}" == caller_span
+        attributes = server.attributes or {}
+        assert (attributes.get("http.route"), attributes.get("http.status_code")) == (route, 200)
+        for name, span in by_name.items():
+            if span is not server:
+                assert span.parent is not None, name
+                assert span.parent.span_id == server.context.span_id, name
+        return by_name
+
+    spans = tree(queried, "/v1/query")
     assert set(spans) == {"POST /v1/query", "embedding request", "search"}
-    server = spans["POST /v1/query"]
-    assert server.kind is trace.SpanKind.SERVER
-    assert server.context is not None and server.parent is not None
-    assert f"{server.context.trace_id:032x}" == caller_trace
-    assert f"{server.parent.span_id:016x}" == caller_span
-    served = server.attributes or {}
-    assert (served.get("http.route"), served.get("http.status_code")) == ("/v1/query", 200)
-    for child in (spans["embedding request"], spans["search"]):
-        assert child.parent is not None and child.parent.span_id == server.context.span_id
     search = spans["search"].attributes or {}
-    assert search["ragrun.mode"] == "hybrid"
-    assert search["ragrun.k"] == 3
-    assert search["ragrun.results"] == 0  # an empty index
+    assert (search["ragrun.mode"], search["ragrun.k"], search["ragrun.results"]) == ("hybrid", 3, 1)
     assert search["ragrun.index_version"] == 1
+
+    spans = tree(answered, "/v1/answer")
+    assert set(spans) == {"POST /v1/answer", "embedding request", "search", "answer generation"}
+    generation = spans["answer generation"]
+    assert (generation.attributes or {}).get("ragrun.sources") == 1
+    assert generation.status.status_code is not StatusCode.ERROR
 
 
 @pytest.mark.parametrize(

@@ -155,13 +155,14 @@ resource "google_cloud_run_v2_service_iam_member" "query_public" {
 
 # --- telemetry -----------------------------------------------------------------
 
-# With traces_exporter = "gcp" the pipeline stages write spans to Cloud Trace and
+# With traces_exporter = "gcp" the services write spans to Cloud Trace and
 # metrics to Cloud Monitoring; both roles exist only at project level.
 resource "google_project_iam_member" "traces" {
   for_each = var.traces_exporter == "gcp" ? {
     chunker  = google_service_account.chunker.member
     embedder = google_service_account.embedder.member
     writer   = google_service_account.writer.member
+    query    = google_service_account.query.member
   } : {}
   project = var.project_id
   role    = "roles/cloudtrace.agent"
@@ -173,6 +174,7 @@ resource "google_project_iam_member" "metrics" {
     chunker  = google_service_account.chunker.member
     embedder = google_service_account.embedder.member
     writer   = google_service_account.writer.member
+    query    = google_service_account.query.member
   } : {}
   project = var.project_id
   role    = "roles/monitoring.metricWriter"

@@ -79,7 +79,7 @@ locals {
     RAGRUN_WRITER_SUBSCRIPTION   = google_pubsub_subscription.writer.name
     RAGRUN_LOG_LEVEL             = var.log_level
   }
-  # The pipeline stages export traces and metrics (the query service does not yet).
+  # Every service exports traces and metrics.
   traced_env = {
     RAGRUN_TRACES_EXPORTER = var.traces_exporter
   }

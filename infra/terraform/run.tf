@@ -263,7 +263,7 @@ resource "google_cloud_run_v2_service" "query" {
       }
 
       dynamic "env" {
-        for_each = local.common_env
+        for_each = merge(local.common_env, local.traced_env)
         content {
           name  = env.key
           value = env.value

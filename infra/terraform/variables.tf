@@ -114,7 +114,7 @@ variable "alloydb_read_pool_nodes" {
 }
 
 variable "traces_exporter" {
-  description = "RAGRUN_TRACES_EXPORTER of the chunker, embedder and writer: none, console, otlp or gcp (Cloud Trace and Cloud Monitoring)."
+  description = "RAGRUN_TRACES_EXPORTER of every service: none, console, otlp or gcp (Cloud Trace and Cloud Monitoring)."
   type        = string
   default     = "gcp"
   validation {

@@ -94,13 +94,14 @@ def _error(message: str, *, field: str | None = None) -> dict[str, Any]:
 
 
 def _extra(**fields: Any) -> dict[str, Any]:
-    """Log ``extra`` with the request id, and the trace the platform sent when this
-    process records none of its own (else the log filter names the current span)."""
+    """Log ``extra`` with the request id, and the trace the platform sent unless this
+    process records a sampled span of its own (the log filter then names that)."""
     extra: dict[str, Any] = {"fields": fields}
     if has_request_context() and "request_id" in g:
         extra["labels"] = {"request_id": g.request_id}
-        if trace.get_current_span().get_span_context().is_valid:
-            return extra
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid and span.trace_flags.sampled:
+            return extra  # the log filter names the span, which is exported
         if g.get("trace"):
             extra["trace"] = g.trace
         if g.get("span_id"):
@@ -408,28 +409,44 @@ def create_app(
                 "sources": source_json,
                 "model": model.name,
             }
-        # Ask for the first piece before answering 200, so that a model that is down or
-        # refuses gets a proper status instead of an error event.
-        pieces = model.stream(SYSTEM_INSTRUCTION, prompt) if sources else iter([NO_SOURCES_ANSWER])
-        first = next(pieces, "")
+        # The stream outlives the request's span, so its span is ended by the stream.
+        generation = tracer.start_span(
+            "answer generation",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"ragrun.model": model.name, "ragrun.sources": len(sources)},
+        )
+        try:
+            with trace.use_span(generation, end_on_exit=False):
+                # Ask for the first piece before answering 200, so that a model that is
+                # down or refuses gets a proper status instead of an error event.
+                pieces = (
+                    model.stream(SYSTEM_INSTRUCTION, prompt)
+                    if sources
+                    else iter([NO_SOURCES_ANSWER])
+                )
+                first = next(pieces, "")
+        except BaseException:
+            generation.end()
+            raise
 
         def events() -> Iterator[str]:
-            yield _sse("sources", {"sources": source_json})
-            parts = [first]
-            if first:
-                yield _sse("delta", {"text": first})
-            try:
-                for piece in pieces:
-                    parts.append(piece)
-                    yield _sse("delta", {"text": piece})
-            except (RetryableError, PermanentError) as e:
-                log.warning("answer.stream_failed", extra=_extra(reason=str(e)))
-                yield _sse("error", _error(f"the answer stopped: {e}"))
-                return
-            text = "".join(parts)
-            cited = citations(text, sources)
-            served("answer.served", req.search, found, citations=len(cited), stream=True)
-            yield _sse("done", {"answer": text, "citations": cited, "model": model.name})
+            with trace.use_span(generation, end_on_exit=True):
+                yield _sse("sources", {"sources": source_json})
+                parts = [first]
+                if first:
+                    yield _sse("delta", {"text": first})
+                try:
+                    for piece in pieces:
+                        parts.append(piece)
+                        yield _sse("delta", {"text": piece})
+                except (RetryableError, PermanentError) as e:
+                    log.warning("answer.stream_failed", extra=_extra(reason=str(e)))
+                    yield _sse("error", _error(f"the answer stopped: {e}"))
+                    return
+                text = "".join(parts)
+                cited = citations(text, sources)
+                served("answer.served", req.search, found, citations=len(cited), stream=True)
+                yield _sse("done", {"answer": text, "citations": cited, "model": model.name})
 
         return Response(
             stream_with_context(events()), mimetype="text/event-stream", headers=_SSE_HEADERS
@@ -621,13 +638,17 @@ def app_from_env() -> Flask:
     configure_telemetry("query", settings.project, telemetry)
     if settings.migrate:
         migrate_url(settings.database_url, settings.embedding.dim)
-    app = create_app(settings, traced=telemetry.traces_exporter != "none")
+    provider = create_provider(settings)
     if settings.embedding.kind == "local":
         # Load the model before the first request rather than during it (seconds).
         started = time.perf_counter()
-        app.extensions["ragrun_query"]["provider"].embed(["warm-up"], Task.QUERY)
+        provider.embed(["warm-up"], Task.QUERY)
         log.info("query.model_loaded", extra=_extra(load_ms=_ms(started, time.perf_counter())))
-    return app
+    return create_app(
+        settings,
+        provider=TracedProvider(provider),
+        traced=telemetry.traces_exporter != "none",
+    )
 
 
 def gunicorn_argv(settings: QuerySettings) -> list[str]:
