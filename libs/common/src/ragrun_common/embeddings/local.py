@@ -37,9 +37,13 @@ _EXPORT_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/ragrun`` (``~/.cache/ragrun``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ragrun"
+    """``$XDG_CACHE_HOME/ragrun`` (``~/.cache/ragrun``; without a home, the temp folder)."""
+    if base := os.environ.get("XDG_CACHE_HOME"):
+        return Path(base) / "ragrun"
+    try:
+        return Path.home() / ".cache" / "ragrun"
+    except RuntimeError:  # no HOME and no passwd entry, as in some containers
+        return Path(tempfile.gettempdir()) / "ragrun-cache"
 
 
 class LocalEmbedder:
