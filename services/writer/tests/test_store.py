@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -13,6 +14,8 @@ from ragrun_common.contracts import Chunk, DocumentRef, VectorBatch, chunk_id
 from ragrun_common.db import migrate
 from ragrun_common.embeddings.base import Task
 from ragrun_common.embeddings.hashing import HashEmbedder
+from ragrun_common.embeddings.spec import parse_embedding_spec
+from ragrun_common.versions import create_version
 from ragrun_writer.plan import plan_flush
 from ragrun_writer.store import write_flush
 
@@ -398,3 +401,47 @@ def test_vectors_that_fit_no_index_version_are_refused(conn: psycopg.Connection[
     with pytest.raises(VersionError, match="fit no index version"):
         write(conn, stray)
     assert conn.execute("SELECT count(*) FROM ragrun.chunks").fetchone() == (0,)
+
+
+def test_a_flush_waits_for_index_drop_without_deadlocking(
+    conn: psycopg.Connection[object], database_url: str
+) -> None:
+    """`ragrun index drop` locks the versions, then needs the chunks table; a flush
+    (here a redelivery, which reads chunks) must wait for it before touching chunks."""
+    doc = ref(count=1)
+    write(conn, batch(doc, [0]))
+    create_version(conn, parse_embedding_spec("hash", 16))
+    with psycopg.connect(database_url) as cli, psycopg.connect(database_url) as writer:
+        register_vector(writer)
+        cli.execute("LOCK TABLE ragrun.index_versions IN EXCLUSIVE MODE")  # as drop does
+        errors: list[BaseException] = []
+
+        def flush() -> None:
+            try:
+                write(writer, batch(doc, [0]))
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        thread = threading.Thread(target=flush)
+        thread.start()
+        pid = writer.info.backend_pid
+
+        def waiting() -> bool:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted", (pid,)
+            ).fetchone()
+            return row is not None and row[0] > 0
+
+        for _ in range(100):
+            if waiting():
+                break
+            thread.join(0.05)
+        assert waiting(), "the flush did not wait for the versions lock"
+        # What DROP TABLE of a vector table takes on the chunks it references.
+        cli.execute("SET lock_timeout = '5s'")
+        cli.execute("LOCK TABLE ragrun.chunks IN ACCESS EXCLUSIVE MODE")
+        cli.commit()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert errors == []
+    assert document(conn)[0] == "indexed"

@@ -263,6 +263,10 @@ def write_flush(conn: psycopg.Connection[Any], plans: list[DocumentPlan]) -> Flu
     stale = 0
     indexed: list[str] = []
     with conn.transaction(), conn.cursor() as cur:
+        # First, before any chunk row: `ragrun index create` and `drop` lock the
+        # versions, then the chunks (a vector table's foreign key), so taking them in
+        # the other order could deadlock with them.
+        versions = list_versions(conn, lock=True)
         for plan in plans:
             ref = plan.ref
             params = _document_params(plan)
@@ -299,7 +303,6 @@ def write_flush(conn: psycopg.Connection[Any], plans: list[DocumentPlan]) -> Flu
 
         rows = [(item, row) for item in live for row in item.plan.rows.values()]
         if rows:
-            versions = list_versions(conn, lock=True)
             routes = {
                 key: route(versions, *key) for key in {(r.model, len(r.vector)) for _, r in rows}
             }
