@@ -18,6 +18,7 @@ from ragrun_common.contracts import (
     document_id,
 )
 from ragrun_common.errors import ContractError
+from ragrun_common.pubsub import Received, count_weight
 
 DOC = DocumentRef(bucket="b", name="dir/a.pdf", generation=7, chunk_count=250)
 
@@ -90,6 +91,26 @@ def test_truncated_vector_batch_is_a_contract_error() -> None:
         VectorBatch.decode(b"JUNK" + data[4:], attrs)
 
 
+@pytest.mark.parametrize("header", [b'"x"', b"null", b"[]", b'{"dim": 1e999, "chunks": []}'])
+def test_a_header_that_is_no_batch_is_a_contract_error(header: bytes) -> None:
+    """Not an AttributeError or OverflowError that would fail the whole gathered batch."""
+    _, attrs = VectorBatch(
+        document=DOC, chunks=[], model="m", vectors=np.ones((0, 4), np.float32)
+    ).encode()
+    data = b"RGV1" + len(header).to_bytes(4, "little") + header
+    with pytest.raises(ContractError, match="malformed vector batch"):
+        VectorBatch.decode(data, attrs)
+
+
 def test_vector_count_must_match_chunks() -> None:
     with pytest.raises(ContractError):
         VectorBatch(document=DOC, chunks=chunks(2), model="m", vectors=np.ones((3, 4), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("count", "weight"), [("12", 12), (None, 1), ("n/a", 1), ("-3", 1), ("", 1)]
+)
+def test_a_bad_count_attribute_weighs_one(count: str | None, weight: int) -> None:
+    """The workers gather by this weight before any handler runs: it must not raise."""
+    attributes = {} if count is None else {"count": count}
+    assert count_weight(Received(b"", attributes, "1", None)) == weight

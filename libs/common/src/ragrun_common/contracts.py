@@ -199,11 +199,14 @@ class VectorBatch(_Message):
         start = 4 + _HEADER_LEN.size
         try:
             header = json.loads(data[start : start + length])
+            if not isinstance(header, dict):
+                raise ContractError("malformed vector batch: the header is not a JSON object")
             dim = int(header.pop("dim"))
             count = len(header["chunks"])
             vectors = np.frombuffer(data, dtype="<f4", offset=start + length)
             if vectors.size != count * dim:
                 raise ContractError(f"expected {count}x{dim} floats, got {vectors.size}")
             return cls.model_validate({**header, "vectors": vectors.reshape(count, dim)})
-        except (ValueError, KeyError, TypeError, ValidationError) as e:
+        # OverflowError: a "dim" of 1e999.
+        except (ValueError, KeyError, TypeError, OverflowError, ValidationError) as e:
             raise ContractError(f"malformed vector batch: {e}") from e

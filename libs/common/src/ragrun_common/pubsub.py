@@ -122,6 +122,16 @@ class Received:
 BatchHandler = Callable[[Sequence[Received]], Sequence[Outcome]]
 
 
+def count_weight(message: Received) -> int:
+    """A message's ``count`` attribute (chunks in a batch) as its gathering weight; 1
+    when it is missing or not a positive number, so a bad message cannot stop a gather
+    (the handler rejects it with its reason)."""
+    try:
+        return max(1, int(message.attributes.get("count", "1")))
+    except ValueError:
+        return 1
+
+
 @dataclass(frozen=True, slots=True)
 class _Leased:
     """A pulled message this process holds until it acks or nacks it."""

@@ -28,6 +28,7 @@ from ragrun_common.pubsub import (
     BatchingSubscriber,
     Outcome,
     Received,
+    count_weight,
     make_publisher,
     make_subscriber,
     publish_all,
@@ -132,7 +133,7 @@ def main() -> None:
         max_messages=settings.max_messages,
         max_items=settings.batch_max_texts * settings.gather_requests,
         max_latency_s=settings.max_latency_ms / 1000,
-        weight=lambda m: int(m.attributes.get("count", "1") or 1),
+        weight=count_weight,
         flow_max_messages=settings.flow_max_messages,
     )
 

@@ -24,7 +24,13 @@ from ragrun_common.contracts import VectorBatch
 from ragrun_common.db import make_pool, migrate_url
 from ragrun_common.errors import ContractError, PermanentError, RetryableError
 from ragrun_common.logs import configure_logging
-from ragrun_common.pubsub import BatchingSubscriber, Outcome, Received, make_subscriber
+from ragrun_common.pubsub import (
+    BatchingSubscriber,
+    Outcome,
+    Received,
+    count_weight,
+    make_subscriber,
+)
 from ragrun_common.retry import Backoff, call_with_retries
 from ragrun_writer.plan import plan_flush
 from ragrun_writer.settings import WriterSettings
@@ -133,7 +139,7 @@ def main() -> None:
         max_messages=settings.max_messages,
         max_items=settings.max_rows,
         max_latency_s=settings.max_latency_ms / 1000,
-        weight=lambda m: int(m.attributes.get("count", "1") or 1),
+        weight=count_weight,
         flow_max_messages=settings.flow_max_messages,
     )
 
