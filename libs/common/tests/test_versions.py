@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
+from ragrun_common import db
 from ragrun_common.batching import BatchLimits
 from ragrun_common.db import SchemaMismatchError, migrate
 from ragrun_common.embeddings.base import Task
@@ -193,3 +194,24 @@ def test_defer_and_rebuild_the_pipeline_index(conn: psycopg.Connection[object]) 
     assert conn.execute(
         "SELECT count(*) FROM pg_indexes WHERE indexname = 'chunks_embedding_hnsw'"
     ).fetchone() == (1,)
+
+
+def test_upgrading_records_version_one_with_the_columns_dimension(database_url: str) -> None:
+    """A database from before index versions, upgraded by a process set for another
+    dimension: version 1 keeps the column's, and the mismatch is refused every time."""
+    with psycopg.connect(database_url, autocommit=True) as c, c.transaction():
+        # The schema as the migrations before index versions left it, for 768 dimensions.
+        c.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        c.execute("CREATE SCHEMA ragrun")
+        c.execute("CREATE TABLE ragrun.schema_migrations (version integer PRIMARY KEY)")
+        for number, migration in enumerate(db.MIGRATIONS[:3], start=1):
+            c.execute(migration(768))
+            c.execute("INSERT INTO ragrun.schema_migrations VALUES (%s)", (number,))
+    with psycopg.connect(database_url, autocommit=True) as c:
+        with pytest.raises(SchemaMismatchError, match="768-dimensional"):
+            migrate(c, DIM)
+        [version] = list_versions(c)
+        assert (version.version, version.dim) == (1, 768)
+        with pytest.raises(SchemaMismatchError, match="768-dimensional"):
+            migrate(c, DIM)
+        assert migrate(c, 768) == 0

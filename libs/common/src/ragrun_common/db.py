@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 SCHEMA = "ragrun"
 _MIGRATION_LOCK = 0x7261_6772_756E  # "ragrun"
 
-Migration = Callable[[int], sql.Composed]
+Migration = Callable[[int], sql.SQL | sql.Composed]
 
 
 def _m1_tables(dim: int) -> sql.Composed:
@@ -102,8 +102,9 @@ def _m3_document_revision(dim: int) -> sql.Composed:  # noqa: ARG001 - same sign
     ).format()
 
 
-def _m4_index_versions(dim: int) -> sql.Composed:
-    """Index versions (see :mod:`ragrun_common.versions`); version 1 is ``chunks.embedding``.
+def _m4_index_versions(dim: int) -> sql.SQL:  # noqa: ARG001 - the column's dimension counts
+    """Index versions (see :mod:`ragrun_common.versions`); version 1 is ``chunks.embedding``,
+    recorded with the column's dimension (not that of the process that migrates).
 
     A chunk whose vectors the writer routes to another version has no version 1 vector.
     """
@@ -122,9 +123,10 @@ def _m4_index_versions(dim: int) -> sql.Composed:
         CREATE UNIQUE INDEX index_versions_one_active ON ragrun.index_versions (active)
             WHERE active;
         INSERT INTO ragrun.index_versions (version, embeddings, dim, state, active, activated_at)
-            VALUES (1, NULL, {dim}, 'ready', true, now());
+            SELECT 1, NULL, atttypmod, 'ready', true, now() FROM pg_attribute
+            WHERE attrelid = 'ragrun.chunks'::regclass AND attname = 'embedding';
         """
-    ).format(dim=sql.Literal(dim))
+    )
 
 
 MIGRATIONS: list[Migration] = [
