@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import numpy as np
 import psycopg
 import pytest
 from pgvector.psycopg import register_vector
+from psycopg import sql
 
 from ragrun_common import db
 from ragrun_common.batching import BatchLimits
@@ -29,6 +31,7 @@ from ragrun_common.versions import (
     get_version,
     list_versions,
     route,
+    store_vectors,
 )
 
 DIM = 64
@@ -215,3 +218,37 @@ def test_upgrading_records_version_one_with_the_columns_dimension(database_url: 
         with pytest.raises(SchemaMismatchError, match="768-dimensional"):
             migrate(c, DIM)
         assert migrate(c, 768) == 0
+
+
+def test_a_fill_skips_a_chunk_the_writer_deletes_meanwhile(
+    conn: psycopg.Connection[object], database_url: str
+) -> None:
+    """`ragrun index sync` while a re-upload retires chunks: the deleted chunk's vector
+    is skipped, not a foreign key error that stops the sync."""
+    seed(conn, 3)
+    version = create_version(conn, parse_embedding_spec("hash", 16))
+    vectors = HashEmbedder(16).embed(["a", "b", "c"], Task.DOCUMENT)
+    with psycopg.connect(database_url) as writer:
+        writer.execute("DELETE FROM ragrun.chunks WHERE chunk_id = 'c00001'")  # not committed
+        stored: list[int] = []
+        errors: list[BaseException] = []
+
+        def store() -> None:
+            try:
+                with psycopg.connect(database_url) as filler:
+                    register_vector(filler)
+                    stored.append(
+                        store_vectors(filler, version, ["c00000", "c00001", "c00002"], vectors)
+                    )
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        thread = threading.Thread(target=store)
+        thread.start()
+        thread.join(1.0)  # the fill now waits on the deleted row
+        writer.commit()
+        thread.join(30)
+    assert errors == []
+    assert stored == [2]
+    rows = conn.execute(sql.SQL("SELECT chunk_id FROM {} ORDER BY 1").format(version.table))
+    assert [r[0] for r in rows.fetchall()] == ["c00000", "c00002"]

@@ -209,6 +209,9 @@ def store_vectors(
                 "INSERT INTO {table} (chunk_id, embedding)"
                 " SELECT s.chunk_id, s.embedding FROM ragrun_version_staging s"
                 " JOIN ragrun.chunks c ON c.chunk_id = s.chunk_id"
+                # Waits for a writer deleting the chunk, then skips it: without the
+                # lock, its deletion could commit before the foreign key check.
+                " FOR KEY SHARE OF c"
                 " ON CONFLICT (chunk_id) DO UPDATE SET embedding = EXCLUDED.embedding"
             ).format(table=version.table)
         )
