@@ -84,7 +84,8 @@ COOKING = Doc(
     "text/plain",
     1,
     {1: ["pasta with tomato basil sauce"]},
-    metadata={"team": "food", "priority": "high", "lang": "it"},
+    # An em space before the digit: not a plain number, and no error either.
+    metadata={"team": "food", "priority": "high", "lang": "it", "rating": "\u20034"},
     created_at="2023-11-20T12:00:00+00:00",
 )
 LITERAL = Doc("docs", "100%_done/report.txt", "text/plain", 1, {1: ["quarterly report finished"]})

@@ -56,6 +56,7 @@ def matching(client: FlaskClient, corpus: Any, filter_: object) -> set[str]:
         (cmp("lte", "metadata.priority", 10), {"postgres", "pubsub"}),
         # String tests compare text: "10" < "5" < "high".
         (cmp("gte", "metadata.priority", "5"), {"postgres", "cooking"}),
+        (cmp("gt", "metadata.rating", 1), set()),
         (cmp("prefix", "metadata.lang", "e"), {"postgres", "pubsub"}),
         (cmp("eq", "metadata.missing", "x"), set()),
         # A document without the key satisfies "not".

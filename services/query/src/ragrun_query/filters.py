@@ -320,8 +320,10 @@ _RANGE_SQL: dict[str, sql.SQL] = {
     "lte": sql.SQL("<="),
 }
 # Metadata values are strings; only those that read as plain decimal numbers take part in
-# numeric tests. The CASE keeps the cast from ever seeing anything else.
-_NUMERIC_TEXT = r"^\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]{1,3})?\s*$"
+# numeric tests. The CASE keeps the cast from ever seeing anything else: the spaces are
+# the ASCII ones the cast skips (PostgreSQL's \s also matches Unicode spaces).
+_SPACE = r"[ \t\n\r\f\v]*"
+_NUMERIC_TEXT = rf"^{_SPACE}[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]{{1,3}})?{_SPACE}$"
 
 
 class _Binder:
