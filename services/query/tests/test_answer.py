@@ -155,6 +155,19 @@ def test_model_failures_map_to_status(
     assert "request_id" in response.get_json()["error"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_empty_answer_is_502_streamed_or_not(
+    answering: FlaskClient, gemini: GeminiStub, stream: bool
+) -> None:
+    gemini.reply = lambda _request: ""
+    try:
+        response = answering.post("/v1/answer", json={"query": "pasta", "stream": stream})
+    finally:
+        gemini.reply = cite_first_two
+    assert response.status_code == 502
+    assert "no answer" in response.get_json()["error"]["message"]
+
+
 def test_stream_that_breaks_off_ends_with_an_error_event(
     answering: FlaskClient, gemini: GeminiStub
 ) -> None:

@@ -145,6 +145,10 @@ def test_unknown_field_is_reported_before_other_problems() -> None:
         b"1" * 5000,
         b'{"query": "q", "k": NaN}',
         b'{"query": "q", "filter": {"eq": {"field": "metadata.x", "value": Infinity}}}',
+        # Half a surrogate pair: JSON allows the escape, UTF-8 (and PostgreSQL) do not.
+        b'{"query": "\\ud800"}',
+        b'{"query": "q", "filter": {"prefix": "a\\udfff"}}',
+        b'{"query": "q", "filter": {"eq": {"field": "metadata.\\udc00", "value": 1}}}',
     ],
 )
 def test_decode_body_rejects_what_is_not_json(raw: bytes) -> None:
@@ -155,6 +159,7 @@ def test_decode_body_rejects_what_is_not_json(raw: bytes) -> None:
 
 def test_decode_body() -> None:
     assert decode_body(b'{"query": "q\\u00e9"}') == {"query": "qé"}
+    assert decode_body(b'{"query": "\\ud83d\\ude00"}') == {"query": "\U0001f600"}
 
 
 def test_sql_carries_filter_values_only_as_parameters() -> None:

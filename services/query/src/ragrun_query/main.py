@@ -425,6 +425,8 @@ def create_app(
                     else iter([NO_SOURCES_ANSWER])
                 )
                 first = next(pieces, "")
+            if not first:  # the stream gives no empty pieces: it ended without text
+                raise AnswerRejectedError("the model gave no answer")
         except BaseException:
             generation.end()
             raise

@@ -103,11 +103,35 @@ class QueryRequest:
 def decode_body(raw: bytes) -> object:
     """Decode a request body as strict JSON, raising :class:`RequestError` on anything else."""
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        body = json.loads(raw, parse_constant=_reject_constant)
     # ValueError covers malformed JSON, bad UTF-8, NaN/Infinity and integers past
     # Python's digit limit; RecursionError covers absurdly nested arrays.
     except (ValueError, RecursionError) as e:
         raise RequestError("body", "the body is not valid JSON") from e
+    try:
+        lone = _has_lone_surrogate(body)
+    except RecursionError as e:  # nesting json.loads still took
+        raise RequestError("body", "the body is nested too deeply") from e
+    if lone:
+        raise RequestError(
+            "body", "the body holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), not text"
+        )
+    return body
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    """Whether any string in decoded JSON holds half of a surrogate pair (JSON allows the
+    escape, UTF-8 and so PostgreSQL do not); json.loads joins proper pairs."""
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(item) for item in value)
+    return False
 
 
 def _reject_constant(name: str) -> None:
