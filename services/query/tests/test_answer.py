@@ -215,6 +215,7 @@ def _result(n: int) -> Result:
         ("A [2]. B [1][2]. C [3, 1].", [2, 1, 3]),
         ("Out of range [0] [4] [12345].", []),
         ("Spaced [ 1 ] is not a citation; [1,2] is.", [1, 2]),
+        ("Other digits [\uff11] [\u0662] are not sources 1 and 2; [3] is.", [3]),
     ],
 )
 def test_citation_parsing(answer: str, cited: list[int]) -> None:

@@ -354,6 +354,9 @@ def test_cors_allows_configured_origins_only(make_settings: Any, pool: Connectio
         headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
     )
     assert "Access-Control-Allow-Origin" not in other.headers
+    # Refused or absent, the Origin still shapes the answer: caches must key on it.
+    assert "Origin" in other.headers["Vary"]
+    assert "Origin" in client.get("/healthz").headers["Vary"]
 
 
 def test_cors_wildcard(make_settings: Any, pool: ConnectionPool) -> None:

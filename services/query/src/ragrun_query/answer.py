@@ -37,7 +37,7 @@ SYSTEM_INSTRUCTION = (
 )
 NO_SOURCES_ANSWER = "The indexed documents hold nothing that matches the question."
 
-_CITATION = re.compile(r"\[(\d{1,4}(?:\s*,\s*\d{1,4})*)\]")
+_CITATION = re.compile(r"\[([0-9]{1,4}(?:\s*,\s*[0-9]{1,4})*)\]")  # ASCII digits only
 # The statuses Google documents as transient.
 _RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 

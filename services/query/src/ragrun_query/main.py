@@ -275,11 +275,14 @@ def create_app(
     @app.after_request
     def finish_request(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
+        if cors_origins:
+            # The answer depends on the Origin header whether or not it is allowed, so
+            # a cache must not give one origin's response to another.
+            response.vary.add("Origin")
         origin = _allowed_origin(cors_origins)
         if origin is not None:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Expose-Headers"] = "X-Request-Id"
-            response.vary.add("Origin")
             if _is_preflight():
                 response.headers["Access-Control-Allow-Methods"] = _CORS_METHODS
                 response.headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
