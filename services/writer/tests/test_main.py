@@ -53,3 +53,24 @@ def test_vectors_are_written_to_the_version_of_their_dimension(pool: ConnectionP
             " LEFT JOIN ragrun.vectors_2 v USING (chunk_id) ORDER BY 1"
         ).fetchall()
     assert rows == [("new.txt", False, True), ("old.txt", True, False)]
+
+
+def test_a_read_only_database_holds_the_messages_instead_of_failing_each(
+    database_url: str, pool: ConnectionPool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """During a failover the old primary refuses writes: the batch waits as for a lost
+    database, rather than each document being reported failed and nacked toward the
+    dead-letter topic."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        name = conn.info.dbname
+        conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    read_only = make_pool(database_url, max_size=1, name="writer-read-only")
+    try:
+        writer = Writer(pool=read_only, backoff=Backoff(deadline_s=0))
+        outcomes = writer.handle([message("a.txt", 384), message("b.txt", 384)])
+    finally:
+        read_only.close()
+    assert outcomes == [Outcome.NACK, Outcome.NACK]
+    events = [r.getMessage() for r in caplog.records]
+    assert "writer.retry" in events
+    assert "writer.batch_failed" not in events

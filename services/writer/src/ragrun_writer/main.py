@@ -80,7 +80,9 @@ class Writer:
                 span.set_attribute("ragrun.rows", result.rows_loaded)
                 span.set_attribute("ragrun.documents", result.documents)
                 return result
-        except (psycopg.OperationalError, PoolTimeout) as e:
+        # ReadOnlySqlTransaction: a primary that became a replica, as in a failover,
+        # until the connections reach the new primary.
+        except (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction, PoolTimeout) as e:
             raise RetryableError(f"database unavailable: {e}") from e
 
     def _write(self, decoded: list[tuple[int, VectorBatch]]) -> list[tuple[int, Outcome]]:
