@@ -20,10 +20,12 @@ from ragrun_common.embeddings.spec import parse_embedding_spec
 from ragrun_common.embeddings.vertex import VertexEmbedder
 from ragrun_common.testing.vertex_stub import VertexStub
 from ragrun_common.versions import (
+    IndexVersion,
     VersionError,
     activate,
     active_version,
     build_index,
+    claim_pipeline_model,
     coverage,
     create_version,
     drop,
@@ -161,14 +163,57 @@ def test_fill_through_vertex_ai(conn: psycopg.Connection[object]) -> None:
     assert dims == [(768,)]
 
 
+def numbers(versions: list[IndexVersion]) -> list[int]:
+    return [v.version for v in versions]
+
+
 def test_writer_routing(conn: psycopg.Connection[object]) -> None:
     version = create_version(conn, parse_embedding_spec("vertex:gemini-embedding-001", 768))
     versions = list_versions(conn)
-    assert route(versions, "vertex:gemini-embedding-001", 768).version == version.version
-    assert route(versions, "hash", DIM).version == 1
-    assert route(versions, "local", DIM).version == 1  # version 1 is whatever the pipeline runs
+    assert numbers(route(versions, "vertex:gemini-embedding-001", 768)) == [version.version]
+    # Version 1 holds no vectors yet: the first model written there claims it.
+    assert versions[0].pipeline_model is None
+    assert numbers(route(versions, "local", DIM)) == [1]
+    assert claim_pipeline_model(conn, "hash").pipeline_model == "hash"
+    assert claim_pipeline_model(conn, "local").pipeline_model == "hash"  # taken
+    versions = list_versions(conn)
+    assert numbers(route(versions, "hash", DIM)) == [1]
+    # Another model of the same dimension is refused, not mixed into version 1.
+    with pytest.raises(VersionError, match="ragrun index create --embeddings local --dim 64"):
+        route(versions, "local", DIM)
     with pytest.raises(VersionError, match="ragrun index create --embeddings hash --dim 768"):
         route(versions, "hash", 768)
+    # A side version of version 1's own model gets the vectors too, not instead.
+    same = create_version(conn, parse_embedding_spec("hash", DIM))
+    assert numbers(route(list_versions(conn), "hash", DIM)) == [1, same.version]
+
+
+def _schema_before_model_records(conn: psycopg.Connection[object]) -> None:
+    """The schema as the migrations before version 1's model was recorded left it."""
+    with conn.transaction():
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute("CREATE SCHEMA ragrun")
+        conn.execute("CREATE TABLE ragrun.schema_migrations (version integer PRIMARY KEY)")
+        for number, migration in enumerate(db.MIGRATIONS[:4], start=1):
+            conn.execute(migration(DIM))
+            conn.execute("INSERT INTO ragrun.schema_migrations VALUES (%s)", (number,))
+
+
+@pytest.mark.parametrize(
+    ("models", "recorded"), [([], None), (["hash"], "hash"), (["hash", "local"], "*")]
+)
+def test_upgrading_records_the_model_of_version_ones_vectors(
+    database_url: str, models: list[str], recorded: str | None
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as c:
+        _schema_before_model_records(c)
+        register_vector(c)
+        if models:
+            seed(c, 4)
+            last = models[-1]
+            c.execute("UPDATE ragrun.chunks SET model = %s WHERE chunk_id > 'c00001'", (last,))
+        migrate(c, DIM)
+        assert list_versions(c)[0].pipeline_model == recorded
 
 
 def test_services_may_run_with_a_side_versions_dimension(

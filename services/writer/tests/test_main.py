@@ -29,12 +29,12 @@ def pool(database_url: str) -> Iterator[ConnectionPool]:
     pool.close()
 
 
-def message(name: str, dim: int) -> Received:
+def message(name: str, dim: int, model: str = "hash") -> Received:
     doc = DocumentRef(bucket="b", name=name, generation=1, chunk_count=1)
     chunk = Chunk(chunk_id=chunk_id("b", name, 1, 0), index=0, text=f"{name} text", tokens=3)
     vectors = HashEmbedder(dim).embed([chunk.text], Task.DOCUMENT)
     data, attributes = VectorBatch(
-        document=doc, chunks=[chunk], model="hash", vectors=vectors
+        document=doc, chunks=[chunk], model=model, vectors=vectors
     ).encode()
     return Received(data=data, attributes=attributes, message_id=name, delivery_attempt=1)
 
@@ -53,6 +53,27 @@ def test_vectors_are_written_to_the_version_of_their_dimension(pool: ConnectionP
             " LEFT JOIN ragrun.vectors_2 v USING (chunk_id) ORDER BY 1"
         ).fetchall()
     assert rows == [("new.txt", False, True), ("old.txt", True, False)]
+
+
+def test_another_model_of_the_same_dimension_is_refused_not_mixed(pool: ConnectionPool) -> None:
+    """The embedder switched to another 384-d model without `ragrun index create`: its
+    vectors would be meaningless next to version 1's, so they are nacked toward the
+    dead-letter topic with the command that fixes it; version 1's model is whichever
+    wrote there first."""
+    writer = Writer(pool=pool, backoff=Backoff(deadline_s=0))
+    assert writer.handle([message("first.txt", 384)]) == [Outcome.ACK]
+    outcomes = writer.handle([message("other.txt", 384, model="local"), message("b.txt", 384)])
+    assert outcomes == [Outcome.NACK, Outcome.ACK]
+    with pool.connection() as conn:
+        names = conn.execute(
+            "SELECT d.name FROM ragrun.chunks c JOIN ragrun.documents d USING (document_id)"
+            " ORDER BY 1"
+        ).fetchall()
+        pipeline_model = conn.execute(
+            "SELECT pipeline_model FROM ragrun.index_versions WHERE version = 1"
+        ).fetchone()
+    assert names == [("b.txt",), ("first.txt",)]
+    assert pipeline_model == ("hash",)
 
 
 def test_a_read_only_database_holds_the_messages_instead_of_failing_each(

@@ -129,11 +129,33 @@ def _m4_index_versions(dim: int) -> sql.SQL:  # noqa: ARG001 - the column's dime
     )
 
 
+def _m5_pipeline_model(dim: int) -> sql.SQL:  # noqa: ARG001
+    """The model of version 1's vectors (``chunks.embedding``), so the writer refuses
+    another model's vectors there instead of mixing two embedding spaces.
+
+    Taken from the vectors already stored: their one model, ``*`` (any: stored before
+    models were recorded) when they mix several, or NULL (the first batch written
+    claims it) when there are none.
+    """
+    return sql.SQL(
+        """
+        ALTER TABLE ragrun.index_versions ADD COLUMN pipeline_model text
+            CHECK (version = 1 OR pipeline_model IS NULL);
+        UPDATE ragrun.index_versions SET pipeline_model = (
+            SELECT CASE WHEN count(DISTINCT model) = 1 THEN min(model)
+                        WHEN count(DISTINCT model) > 1 THEN '*' END
+            FROM ragrun.chunks WHERE embedding IS NOT NULL)
+        WHERE version = 1;
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     _m1_tables,
     _m2_query_filters,
     _m3_document_revision,
     _m4_index_versions,
+    _m5_pipeline_model,
 ]
 
 

@@ -12,9 +12,11 @@ Exactly one version is active. The query service searches it and embeds
 queries with its model, so activating a complete version switches every
 query at once, and the previous version stays intact until it is dropped.
 
-The writer stores each vector batch in the newest version with the batch's
-model and dimension, else in version 1 (see :func:`route`): after switching
-the embedder to a new version's model, new documents land in that version.
+The writer stores each vector batch in every version made with the batch's
+model and dimension (see :func:`route`): after switching the embedder to a new
+version's model, new documents land in that version. Version 1 records the
+model of its vectors (the first batch written claims it), so a batch of another
+model is refused rather than mixed into it.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ class IndexVersion:
 
     ``embeddings`` is the provider (``RAGRUN_EMBEDDINGS`` syntax) that made the
     vectors; ``None`` for version 1, whose vectors come from the pipeline.
+    ``pipeline_model`` is, for version 1, the model of those vectors: ``None`` until
+    the first batch claims it, ``*`` for vectors of several models stored before
+    models were recorded.
     """
 
     version: int
@@ -67,6 +72,15 @@ class IndexVersion:
     active: bool
     created_at: datetime | None = None
     activated_at: datetime | None = None
+    pipeline_model: str | None = None
+
+    def takes(self, model: str, dim: int) -> bool:
+        """Whether vectors of ``model`` and ``dim`` belong here (version 1: or may claim it)."""
+        if self.dim != dim:
+            return False
+        if self.version != PIPELINE_VERSION:
+            return self.embeddings == model
+        return self.pipeline_model in (None, "*", model)
 
     @property
     def table(self) -> sql.Identifier:
@@ -86,7 +100,7 @@ class IndexVersion:
         return parse_embedding_spec(self.embeddings, self.dim)
 
 
-_COLUMNS = "version, embeddings, dim, state, active, created_at, activated_at"
+_COLUMNS = "version, embeddings, dim, state, active, created_at, activated_at, pipeline_model"
 
 
 def _version(row: Sequence[Any]) -> IndexVersion:
@@ -98,13 +112,18 @@ def _version(row: Sequence[Any]) -> IndexVersion:
         active=bool(row[4]),
         created_at=row[5],
         activated_at=row[6],
+        pipeline_model=row[7],
     )
 
 
 def list_versions(conn: psycopg.Connection[Any], *, lock: bool = False) -> list[IndexVersion]:
-    """All versions; ``lock`` holds them (no create, drop or activation) until commit."""
+    """All versions; ``lock`` holds them (no create, drop or activation) until commit.
+
+    The lock is ``FOR KEY SHARE``: it lets a writer claim version 1's model (an
+    update of another column) while other writers hold the versions too.
+    """
     query = f"SELECT {_COLUMNS} FROM ragrun.index_versions ORDER BY version"
-    rows = conn.execute(query + (" FOR SHARE" if lock else ""))
+    rows = conn.execute(query + (" FOR KEY SHARE" if lock else ""))
     return [_version(row) for row in rows.fetchall()]
 
 
@@ -348,23 +367,35 @@ def drop(conn: psycopg.Connection[Any], version: int) -> None:
     log.info("index.version_dropped", extra={"fields": {"version": version}})
 
 
-def route(versions: Sequence[IndexVersion], model: str, dim: int) -> IndexVersion:
-    """Where the writer stores vectors of ``model`` and ``dim``.
+def route(versions: Sequence[IndexVersion], model: str, dim: int) -> list[IndexVersion]:
+    """Every version the writer stores vectors of ``model`` and ``dim`` in.
 
-    The newest side version made with that model and dimension, else version 1
-    when the dimension is its own; anything else is a configuration error.
+    The side versions made with that model and dimension, and version 1 when they
+    are its own (or it has none yet: see :func:`claim_pipeline_model`); none is a
+    configuration error, never a reason to mix two models' vectors.
     """
-    for version in sorted(versions, key=lambda v: v.version, reverse=True):
-        if version.version != PIPELINE_VERSION and (version.embeddings, version.dim) == (
-            model,
-            dim,
-        ):
-            return version
-    for version in versions:
-        if version.version == PIPELINE_VERSION and version.dim == dim:
-            return version
-    have = ", ".join(f"{v.version}: {v.embeddings or 'pipeline'} {v.dim}d" for v in versions)
-    raise VersionError(
-        f"vectors of {model} with {dim} dimensions fit no index version ({have}); "
-        f"create one with `ragrun index create --embeddings {model} --dim {dim}`"
+    targets = [v for v in versions if v.takes(model, dim)]
+    if not targets:
+        have = ", ".join(
+            f"{v.version}: {v.embeddings or v.pipeline_model or 'pipeline'} {v.dim}d"
+            for v in versions
+        )
+        raise VersionError(
+            f"vectors of {model} with {dim} dimensions fit no index version ({have}); "
+            f"create one with `ragrun index create --embeddings {model} --dim {dim}`"
+        )
+    return targets
+
+
+def claim_pipeline_model(conn: psycopg.Connection[Any], model: str) -> IndexVersion:
+    """Record ``model`` as version 1's if it has none yet; version 1 as it now is.
+
+    Inside the writer's transaction, after :func:`list_versions` with ``lock``: a
+    concurrent claim waits for this one, then finds the model taken.
+    """
+    conn.execute(
+        "UPDATE ragrun.index_versions SET pipeline_model = %s"
+        " WHERE version = %s AND pipeline_model IS NULL",
+        (model, PIPELINE_VERSION),
     )
+    return get_version(conn, PIPELINE_VERSION)

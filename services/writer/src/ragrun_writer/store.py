@@ -10,10 +10,10 @@ Order of work, all in one transaction so a crash leaves nothing half-done:
    them is stored yet (a first delivery); otherwise into a session-local
    staging table, then ``INSERT ... SELECT ... ON CONFLICT (chunk_id)``: a
    redelivered batch changes nothing, a changed chunk (re-embedded) is updated. Vectors go to
-   the index version their model and dimension belong to
+   every index version of their model and dimension
    (:func:`ragrun_common.versions.route`): version 1 is the chunk row's own
-   column, any other version a table of its own, loaded from a second staging
-   table in the same transaction.
+   column (the first model written there claims it), any other version a table
+   of its own, loaded from a second staging table in the same transaction.
 3. Count each touched document's rows of its newest chunk set; once all
    expected chunks are present that set becomes the served one and every other
    row of the document (older generations, other chunk sets, indexes past the
@@ -37,7 +37,13 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ragrun_common.versions import PIPELINE_VERSION, IndexVersion, list_versions, route
+from ragrun_common.versions import (
+    PIPELINE_VERSION,
+    IndexVersion,
+    claim_pipeline_model,
+    list_versions,
+    route,
+)
 from ragrun_writer.plan import DocumentPlan, Row, Stored, compare, rows_generation
 
 log = logging.getLogger("ragrun.writer")
@@ -257,6 +263,22 @@ def _merge_vectors(cur: psycopg.Cursor[Any], rows: list[tuple[IndexVersion, Row]
         cur.execute(query, {"version": version.version})
 
 
+def _routes(
+    conn: psycopg.Connection[Any], versions: list[IndexVersion], keys: set[tuple[str, int]]
+) -> dict[tuple[str, int], list[IndexVersion]]:
+    """The versions each (model, dimension) goes to; the first model written to a
+    version 1 without one claims it, and any other model is then refused there."""
+    routes: dict[tuple[str, int], list[IndexVersion]] = {}
+    for model, dim in sorted(keys):
+        targets = route(versions, model, dim)
+        if any(v.version == PIPELINE_VERSION and v.pipeline_model is None for v in targets):
+            claimed = claim_pipeline_model(conn, model)
+            versions = [claimed if v.version == PIPELINE_VERSION else v for v in versions]
+            targets = route(versions, model, dim)
+        routes[model, dim] = targets
+    return routes
+
+
 def write_flush(conn: psycopg.Connection[Any], plans: list[DocumentPlan]) -> FlushResult:
     """Apply ``plans`` in one transaction (see the module docstring)."""
     live: list[_Live] = []
@@ -303,15 +325,18 @@ def write_flush(conn: psycopg.Connection[Any], plans: list[DocumentPlan]) -> Flu
 
         rows = [(item, row) for item in live for row in item.plan.rows.values()]
         if rows:
-            routes = {
-                key: route(versions, *key) for key in {(r.model, len(r.vector)) for _, r in rows}
-            }
+            routes = _routes(conn, versions, {(r.model, len(r.vector)) for _, r in rows})
             elsewhere = [
-                (routes[r.model, len(r.vector)], r)
+                (version, r)
                 for _, r in rows
-                if routes[r.model, len(r.vector)].version != PIPELINE_VERSION
+                for version in routes[r.model, len(r.vector)]
+                if version.version != PIPELINE_VERSION
             ]
-            pipeline = next(v for v in versions if v.version == PIPELINE_VERSION)
+            pipeline = {
+                key
+                for key, targets in routes.items()
+                if any(v.version == PIPELINE_VERSION for v in targets)
+            }
             tuples = [
                 (
                     r.chunk.chunk_id,
@@ -322,7 +347,7 @@ def write_flush(conn: psycopg.Connection[Any], plans: list[DocumentPlan]) -> Flu
                     r.chunk.tokens,
                     Jsonb(_row_metadata(item.plan, r.chunk.metadata)),
                     r.model,
-                    r.vector if routes[r.model, len(r.vector)] is pipeline else None,
+                    r.vector if (r.model, len(r.vector)) in pipeline else None,
                 )
                 for item, r in rows
             ]
