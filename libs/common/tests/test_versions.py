@@ -12,6 +12,7 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from ragrun_common import db
+from ragrun_common import versions as index_versions
 from ragrun_common.batching import BatchLimits
 from ragrun_common.db import SchemaMismatchError, migrate
 from ragrun_common.embeddings.base import Task
@@ -225,7 +226,9 @@ def test_services_may_run_with_a_side_versions_dimension(
     assert migrate(conn, 768) == 0
 
 
-def test_defer_and_rebuild_the_pipeline_index(conn: psycopg.Connection[object]) -> None:
+def test_defer_and_rebuild_the_pipeline_index(
+    conn: psycopg.Connection[object], database_url: str
+) -> None:
     """A bulk load without the vector index, then one build; searches stay exact meanwhile."""
     from ragrun_common.versions import defer_index
 
@@ -237,6 +240,12 @@ def test_defer_and_rebuild_the_pipeline_index(conn: psycopg.Connection[object]) 
         "SELECT count(*) FROM pg_indexes WHERE indexname = 'chunks_embedding_hnsw'"
     ).fetchone() == (0,)
     assert active_version(conn).version == 1  # still answering, by exact scans
+    # While another `ragrun index` command builds this version, a second build is
+    # refused rather than dropping the first one's unfinished index.
+    with psycopg.connect(database_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, 1)", (index_versions._BUILD_LOCK,))
+        with pytest.raises(VersionError, match="being built by another"):
+            build_index(conn, version)
     build_index(conn, version)
     assert get_version(conn, 1).state == "ready"
     assert conn.execute(

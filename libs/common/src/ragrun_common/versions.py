@@ -40,6 +40,8 @@ from ragrun_common.errors import PermanentError
 log = logging.getLogger(__name__)
 
 PIPELINE_VERSION = 1
+# First key of the advisory lock a build holds (the second is the version).
+_BUILD_LOCK = 0x52474258
 State = Literal["building", "ready"]
 
 
@@ -292,6 +294,24 @@ def build_index(
     interrupted earlier leaves an invalid index, which is dropped and built again;
     a valid one is kept.
     """
+    # Two builds of one version at once: the second would take the first's index,
+    # still being built, for an interrupted one and drop it.
+    lock = (_BUILD_LOCK, version.version)
+    taken = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", lock).fetchone()
+    if not (taken and taken[0]):
+        raise VersionError(
+            f"index version {version.version} is being built by another `ragrun index` "
+            "command; wait for it to finish"
+        )
+    try:
+        _build_index(conn, version, maintenance_work_mem)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
+
+
+def _build_index(
+    conn: psycopg.Connection[Any], version: IndexVersion, maintenance_work_mem: str
+) -> None:
     index = sql.Identifier("ragrun", version.index_name)
     valid = conn.execute(
         "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
