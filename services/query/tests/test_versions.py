@@ -16,6 +16,7 @@ from ragrun_common.batching import BatchLimits
 from ragrun_common.db import make_pool, migrate
 from ragrun_common.embeddings.base import Task
 from ragrun_common.embeddings.hashing import HashEmbedder
+from ragrun_common.embeddings.local import LocalEmbedder
 from ragrun_common.embeddings.spec import parse_embedding_spec
 from ragrun_common.versions import activate, build_index, create_version, drop, fill
 from ragrun_query.main import create_app
@@ -117,3 +118,20 @@ def test_a_dropped_version_is_noticed_at_once(
     answer = ask(client, "object notification")
     assert answer["index_version"] == 1
     assert answer["results"][0]["content"] == TEXTS[2]
+
+
+def test_version_one_is_searched_with_the_model_that_wrote_it(
+    db: str, pool: ConnectionPool
+) -> None:
+    """A query service set to another model than the pipeline's still embeds questions
+    in version 1's space: the writer recorded the model of its vectors."""
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("UPDATE ragrun.index_versions SET pipeline_model = 'hash' WHERE version = 1")
+    settings = QuerySettings(database_url=db, embeddings="local")  # type: ignore[call-arg]
+    client = create_app(settings, pool=pool, provider=LocalEmbedder()).test_client()
+    query = "table bloat and autovacuum"
+    answer = ask(client, query)
+    assert answer["index_version"] == 1
+    top = TEXTS.index(answer["results"][0]["content"])
+    expected = cosine(*HashEmbedder(384).embed([query, TEXTS[top]], Task.DOCUMENT))
+    assert answer["results"][0]["score"] == pytest.approx(expected, abs=1e-5)

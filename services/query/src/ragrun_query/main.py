@@ -32,10 +32,11 @@ from ragrun_common.contracts import document_id
 from ragrun_common.db import make_pool, migrate_url
 from ragrun_common.embeddings.base import EmbeddingProvider, Task
 from ragrun_common.embeddings.registry import create_provider
+from ragrun_common.embeddings.spec import EmbeddingSpec, parse_embedding_spec
 from ragrun_common.errors import PermanentError, RetryableError
 from ragrun_common.logs import configure_logging
 from ragrun_common.telemetry import TelemetrySettings, TracedProvider, configure_telemetry, tracer
-from ragrun_common.versions import active_version
+from ragrun_common.versions import PIPELINE_VERSION, IndexVersion, active_version
 from ragrun_query.answer import (
     NO_SOURCES_ANSWER,
     SYSTEM_INSTRUCTION,
@@ -140,8 +141,10 @@ class _Active:
 class _Index:
     """Which index version is active, re-read at most every ``ACTIVE_VERSION_TTL_S``.
 
-    Version 1 is embedded with the service's own provider (``RAGRUN_EMBEDDINGS``);
-    another version with a provider built once from that version's recorded spec.
+    Questions are embedded with the model of the active version's vectors, through a
+    provider built once per model: a side version's recorded spec, version 1's
+    recorded model, or the service's own provider (``RAGRUN_EMBEDDINGS``) while
+    version 1 has none recorded.
     """
 
     def __init__(self, settings: QuerySettings, pool: ConnectionPool, provider: EmbeddingProvider):
@@ -175,7 +178,7 @@ class _Index:
                 conn.rollback()
                 version = None
         expires = time.monotonic() + ACTIVE_VERSION_TTL_S
-        spec = version.spec() if version is not None else None
+        spec = _spec(version) if version is not None else None
         if version is None or spec is None:
             return _Active(1, self._base, self._provider, expires)
         provider = self._provider
@@ -184,8 +187,30 @@ class _Index:
             if key not in self._providers:
                 self._providers[key] = TracedProvider(create_provider(self._settings, spec))
             provider = self._providers[key]
-        config = replace(self._base, version=version.version, index="hnsw")
+        config = self._base
+        if version.version != PIPELINE_VERSION:
+            config = replace(self._base, version=version.version, index="hnsw")
         return _Active(version.version, config, provider, expires)
+
+
+def _spec(version: IndexVersion) -> EmbeddingSpec | None:
+    """The model questions for ``version`` are embedded with; ``None``: the service's own.
+
+    Version 1 names the model its vectors came from once the writer has recorded
+    one, and questions must be embedded with that, whatever this service was set to.
+    """
+    if version.version != PIPELINE_VERSION:
+        return version.spec()
+    if version.pipeline_model in (None, "*"):
+        return None
+    try:
+        return parse_embedding_spec(version.pipeline_model, version.dim)
+    except ValueError as e:
+        log.warning(
+            "query.pipeline_model_unknown",
+            extra=_extra(model=version.pipeline_model, error=str(e)),
+        )
+        return None
 
 
 def create_app(
