@@ -46,7 +46,7 @@ from typing import Any
 
 import psycopg
 from _ingest import REPO, RESULTS, machine
-from pipeline_bench import upload, wait_indexed
+from pipeline_bench import all_settled, upload, wait_indexed
 
 from ragrun_cli.stack import LocalStack, temporary_stack
 from ragrun_common.batching import BatchLimits, plan_batches
@@ -298,12 +298,7 @@ def wait_done(
     heard, last_change = 0, time.monotonic()
     with psycopg.connect(local.env()["DATABASE_URL"], autocommit=True) as conn:
         while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT count(*) FROM ragrun.documents"
-                " WHERE name = ANY(%s) AND state IN ('indexed', 'failed')",
-                (names,),
-            ).fetchone()
-            if row and int(row[0]) == len(names):
+            if all_settled(conn, names):
                 return time.monotonic()
             if (count := len(stub.answered)) != heard:
                 heard, last_change = count, time.monotonic()

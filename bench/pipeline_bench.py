@@ -127,18 +127,23 @@ def upload(local: LocalStack, files: dict[str, str]) -> None:
         t.join()
 
 
+def all_settled(conn: psycopg.Connection[Any], names: list[str]) -> bool:
+    """Whether every named document is indexed or failed."""
+    row = conn.execute(
+        "SELECT count(*) FROM ragrun.documents"
+        " WHERE name = ANY(%s) AND state IN ('indexed', 'failed')",
+        (names,),
+    ).fetchone()
+    return row is not None and int(row[0]) == len(names)
+
+
 def wait_indexed(local: LocalStack, names: list[str], timeout_s: float) -> float:
     """Wait until every named document is indexed (or failed); the time it happened."""
     url = local.env()["DATABASE_URL"]
     deadline = time.monotonic() + timeout_s
     with psycopg.connect(url, autocommit=True) as conn:
         while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT count(*) FROM ragrun.documents"
-                " WHERE name = ANY(%s) AND state IN ('indexed', 'failed')",
-                (names,),
-            ).fetchone()
-            if row and int(row[0]) == len(names):
+            if all_settled(conn, names):
                 return time.monotonic()
             time.sleep(0.2)
     for name, code in local.failed_services().items():
