@@ -39,14 +39,23 @@ def emulator(
         shutil.rmtree(home, ignore_errors=True)
 
 
-def test_a_pull_of_several_megabyte_messages_is_received(emulator: PubSubEmulator) -> None:
+def topic_with_subscription(
+    name: str, ack_deadline_s: int
+) -> tuple[pubsub_v1.PublisherClient, str, str]:
+    """A publisher, a new topic ``name`` and its subscription ``name-worker``."""
     publisher = pubsub_v1.PublisherClient()
-    topic = publisher.topic_path(PROJECT, "big-batches")
+    topic = publisher.topic_path(PROJECT, name)
     publisher.create_topic(name=topic)
-    admin = pubsub_v1.SubscriberClient()
-    subscription = admin.subscription_path(PROJECT, "big-batches-worker")
-    admin.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=30)
-    admin.close()
+    with pubsub_v1.SubscriberClient() as admin:
+        subscription = admin.subscription_path(PROJECT, f"{name}-worker")
+        admin.create_subscription(
+            name=subscription, topic=topic, ack_deadline_seconds=ack_deadline_s
+        )
+    return publisher, topic, subscription
+
+
+def test_a_pull_of_several_megabyte_messages_is_received(emulator: PubSubEmulator) -> None:
+    publisher, topic, subscription = topic_with_subscription("big-batches", 30)
     payloads = [bytes([i]) * 3_000_000 for i in range(4)]  # 12 MB: one pull of 4 is > 4 MiB
     for future in [publisher.publish(topic, data) for data in payloads]:
         future.result(timeout=30)
@@ -82,12 +91,7 @@ def test_a_pull_of_several_megabyte_messages_is_received(emulator: PubSubEmulato
 def test_a_deferred_message_comes_back_with_the_next_gather_then_is_acked(
     emulator: PubSubEmulator,
 ) -> None:
-    publisher = pubsub_v1.PublisherClient()
-    topic = publisher.topic_path(PROJECT, "deferred")
-    publisher.create_topic(name=topic)
-    admin = pubsub_v1.SubscriberClient()
-    subscription = admin.subscription_path(PROJECT, "deferred-worker")
-    admin.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=10)
+    publisher, topic, subscription = topic_with_subscription("deferred", 10)
     for i in range(3):
         publisher.publish(topic, f"m{i}".encode()).result(timeout=30)
 
@@ -111,7 +115,8 @@ def test_a_deferred_message_comes_back_with_the_next_gather_then_is_acked(
         worker.stop()
         thread.join(timeout=30)
     assert sorted(seen) == sorted([(f"m{i}".encode(), n) for i in range(3) for n in (0, 1)])
-    leftover = admin.pull(subscription=subscription, max_messages=10, timeout=5)
+    with pubsub_v1.SubscriberClient() as admin:
+        leftover = admin.pull(subscription=subscription, max_messages=10, timeout=5)
     assert list(leftover.received_messages) == []
 
 
@@ -121,13 +126,7 @@ def test_a_stop_returns_within_its_budget_when_pubsub_is_gone(
     """SIGTERM with Pub/Sub unreachable and a batch stuck in the handler: the worker
     still returns within its stop budget (Cloud Run kills 10 s after SIGTERM), and
     says what it left behind."""
-    publisher = pubsub_v1.PublisherClient()
-    topic = publisher.topic_path(PROJECT, "gone")
-    publisher.create_topic(name=topic)
-    admin = pubsub_v1.SubscriberClient()
-    subscription = admin.subscription_path(PROJECT, "gone-worker")
-    admin.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=30)
-    admin.close()
+    publisher, topic, subscription = topic_with_subscription("gone", 30)
     publisher.publish(topic, b"stuck").result(timeout=30)
 
     entered = threading.Event()
