@@ -19,6 +19,7 @@ from ragrun_common.embeddings.base import Task
 from ragrun_common.embeddings.hashing import HashEmbedder
 from ragrun_common.embeddings.spec import parse_embedding_spec
 from ragrun_common.embeddings.vertex import VertexEmbedder
+from ragrun_common.testing.postgres import wait_until_blocked
 from ragrun_common.testing.vertex_stub import VertexStub
 from ragrun_common.versions import (
     IndexVersion,
@@ -299,7 +300,7 @@ def test_a_fill_skips_a_chunk_the_writer_deletes_meanwhile(
 
         thread = threading.Thread(target=store)
         thread.start()
-        thread.join(1.0)  # the fill now waits on the deleted row
+        wait_until_blocked(conn, "the fill waiting on the row being deleted")
         writer.commit()
         thread.join(30)
     assert errors == []

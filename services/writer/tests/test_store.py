@@ -15,6 +15,7 @@ from ragrun_common.db import migrate
 from ragrun_common.embeddings.base import Task
 from ragrun_common.embeddings.hashing import HashEmbedder
 from ragrun_common.embeddings.spec import parse_embedding_spec
+from ragrun_common.testing.postgres import wait_until_blocked
 from ragrun_common.versions import create_version
 from ragrun_writer.plan import plan_flush
 from ragrun_writer.store import write_flush
@@ -365,9 +366,6 @@ def test_vectors_of_another_index_version_go_to_its_table(
     conn: psycopg.Connection[object],
 ) -> None:
     """After the embedder switches to a new version's model, new documents land in it."""
-    from ragrun_common.embeddings.spec import parse_embedding_spec
-    from ragrun_common.versions import create_version
-
     create_version(conn, parse_embedding_spec("hash", 32))
     doc = ref(count=2)
     chunks_ = batch(doc, [0, 1]).chunks
@@ -424,19 +422,7 @@ def test_a_flush_waits_for_index_drop_without_deadlocking(
 
         thread = threading.Thread(target=flush)
         thread.start()
-        pid = writer.info.backend_pid
-
-        def waiting() -> bool:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted", (pid,)
-            ).fetchone()
-            return row is not None and row[0] > 0
-
-        for _ in range(100):
-            if waiting():
-                break
-            thread.join(0.05)
-        assert waiting(), "the flush did not wait for the versions lock"
+        wait_until_blocked(conn, "the flush waiting for the versions lock")
         # What DROP TABLE of a vector table takes on the chunks it references.
         cli.execute("SET lock_timeout = '5s'")
         cli.execute("LOCK TABLE ragrun.chunks IN ACCESS EXCLUSIVE MODE")
