@@ -7,6 +7,8 @@ README's configuration table.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -36,7 +38,7 @@ class CommonSettings(BaseSettings):
     # ONNX Runtime threads per local-model call; 0 is one per core (batches of chunks).
     local_model_threads: int = Field(0, ge=0, validation_alias=_env("RAGRUN_LOCAL_MODEL_THREADS"))
     # Where the local model's exported ONNX graph is kept (default ~/.cache/ragrun).
-    model_cache: str | None = Field(None, validation_alias=_env("RAGRUN_MODEL_CACHE"))
+    model_cache: Path | None = Field(None, validation_alias=_env("RAGRUN_MODEL_CACHE"))
     vertex_base_url: str | None = Field(None, validation_alias=_env("RAGRUN_VERTEX_BASE_URL"))
     vertex_access_token: SecretStr | None = Field(
         None, validation_alias=_env("RAGRUN_VERTEX_ACCESS_TOKEN")

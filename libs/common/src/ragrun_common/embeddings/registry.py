@@ -19,12 +19,9 @@ def _hash(spec: EmbeddingSpec, settings: CommonSettings) -> EmbeddingProvider:  
 
 
 def _local(spec: EmbeddingSpec, settings: CommonSettings) -> EmbeddingProvider:  # noqa: ARG001
-    from pathlib import Path
-
     from ragrun_common.embeddings.local import LocalEmbedder
 
-    cache = Path(settings.model_cache) if settings.model_cache else None
-    return LocalEmbedder(threads=settings.local_model_threads, cache_dir=cache)
+    return LocalEmbedder(threads=settings.local_model_threads, cache_dir=settings.model_cache)
 
 
 def _vertex(spec: EmbeddingSpec, settings: CommonSettings) -> EmbeddingProvider:
